@@ -1,0 +1,111 @@
+//! The HTTP API: the one route table and the middleware stack. Handlers live in one module per resource.
+
+pub mod auth;
+pub mod dto;
+pub mod extract;
+pub mod health;
+pub mod projects;
+pub mod tasks;
+pub mod validate;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Serialises a body that borrows from a store snapshot, which a `Json<T>` return value could not.
+pub fn json_response<T: Serialize>(body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "response serialisation failed");
+            ApiError::internal("Internal server error").into_response()
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    let timeout = state.config.request_timeout;
+    let api = Router::new()
+        .route("/health", get(health::health))
+        .route("/api/health", get(health::health))
+        .route("/api/csrf-token", get(health::csrf_token))
+        .route("/api/auth/signup", post(auth::signup))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/me", get(auth::me))
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/google", post(auth::google))
+        .route(
+            "/api/projects",
+            get(projects::list_projects).post(projects::create_project),
+        )
+        .route(
+            "/api/projects/{id}",
+            get(projects::get_project)
+                .put(projects::update_project)
+                .delete(projects::delete_project),
+        )
+        .route(
+            "/api/projects/{id}/channel",
+            get(projects::get_channel).post(projects::link_channel),
+        )
+        .route(
+            "/api/projects/{id}/tasks",
+            get(tasks::list_tasks).post(tasks::create_task),
+        )
+        .route(
+            "/api/projects/{id}/tasks/{task_id}",
+            get(tasks::get_task)
+                .put(tasks::update_task)
+                .delete(tasks::delete_task),
+        )
+        .route("/api/projects/{id}/activities", get(tasks::list_activities))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .with_state(state);
+
+    let request_id = HeaderName::from_static("x-request-id");
+    api.layer(CatchPanicLayer::custom(|_| {
+        tracing::error!("handler panicked");
+        ApiError::internal("Internal server error").into_response()
+    }))
+    .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found(req: Request) -> Response {
+    if req.uri().path().starts_with("/api") {
+        ApiError::route_not_found().into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "Not Found").into_response()
+    }
+}
+
+/// A request still running after `FLUX_REQUEST_TIMEOUT` is cancelled and answered 503 `timeout`. A JSON write
+/// is atomic (one journal record), so cancelling leaves it either fully committed or absent.
+async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::unavailable("timeout", "Request timed out").into_response(),
+    }
+}

@@ -1,0 +1,242 @@
+//! `/api/projects/:projectId/tasks` and the activity feed (http-api.md §7, §9). Success family throughout.
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+use super::dto::{ActivityDto, TaskDto};
+use super::extract::JsonObject;
+use super::json_response;
+use super::projects::member_project;
+use super::validate::{self as v, Body};
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::domain::access;
+use crate::domain::ops::{NewTask, TaskPatch};
+use crate::domain::{time, vocab, Project};
+use crate::error::{success_json, ApiError, ApiResult, SuccessResult};
+use crate::store::{ActivityQuery, DynStore};
+
+/// `assignedTo` must be an existing user; returns how the activity names them (their name when they belong
+/// to the project, else their id).
+async fn check_assignee(
+    store: &DynStore,
+    project: &Project,
+    id: &Option<Option<String>>,
+) -> ApiResult<Option<String>> {
+    let Some(Some(id)) = id else { return Ok(None) };
+    let user = store
+        .get_user(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "Error updating task"))?
+        .ok_or_else(|| {
+            ApiError::validation("Assigned user", "Assigned user must be an existing user")
+        })?;
+    Ok(Some(if access::is_member(project, &user) {
+        user.name
+    } else {
+        user.id
+    }))
+}
+
+fn read_patch(body: &Body, creating: bool) -> ApiResult<TaskPatch> {
+    let title = if creating {
+        Some(v::required_str(body, "title", "Task title", 500)?)
+    } else {
+        v::optional_nonempty_str(body, "title", "Task title", 500)?
+    };
+    Ok(TaskPatch {
+        title,
+        description: v::optional_text(body, "description", "Description", 5000)?,
+        status: v::optional_enum(body, "status", "Task status", &vocab::TASK_STATUS)?,
+        priority: v::optional_enum(body, "priority", "Task priority", &vocab::TASK_PRIORITY)?,
+        assigned_to: v::optional_id(body, "assignedTo", "Assigned user")?,
+        due_date: v::optional_date(body, "dueDate", "Due date")?,
+        assignee_label: None,
+    })
+}
+
+#[derive(Serialize)]
+struct TasksResponse<'a> {
+    success: bool,
+    tasks: Vec<TaskDto<'a>>,
+}
+
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(project_id): Path<String>,
+) -> SuccessResult<Response> {
+    let (project, _) =
+        member_project(&state.store(), &project_id, &auth.0, "Error fetching tasks").await?;
+    let body = TasksResponse {
+        success: true,
+        tasks: project
+            .tasks
+            .iter()
+            .map(|t| TaskDto::new(&project.id, t))
+            .collect(),
+    };
+    Ok(json_response(&body))
+}
+
+pub async fn get_task(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path((project_id, task_id)): Path<(String, String)>,
+) -> SuccessResult<Json<Value>> {
+    let (project, _) =
+        member_project(&state.store(), &project_id, &auth.0, "Error fetching task").await?;
+    let task = project
+        .tasks
+        .iter()
+        .find(|t| t.id == task_id)
+        .ok_or_else(ApiError::task_not_found)?;
+    Ok(success_json(
+        json!({ "task": TaskDto::new(&project.id, task) }),
+    ))
+}
+
+pub async fn create_task(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(project_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> SuccessResult<Json<Value>> {
+    let store = state.store();
+    let (project, role) =
+        member_project(&store, &project_id, &auth.0, "Error creating task").await?;
+    if !role.can_write() {
+        return Err(ApiError::permission_denied("Viewers cannot modify tasks").into());
+    }
+    let patch = read_patch(&body, true)?;
+    check_assignee(&store, &project, &patch.assigned_to).await?;
+    let input = NewTask {
+        title: patch.title.unwrap_or_default(),
+        description: patch.description.unwrap_or_default(),
+        status: patch.status.unwrap_or_else(|| "todo".into()),
+        priority: patch.priority.unwrap_or_else(|| "medium".into()),
+        assigned_to: patch.assigned_to.flatten(),
+        due_date: patch.due_date.flatten(),
+    };
+    let (task, _activity) = store
+        .insert_task(&project_id, input, &auth.actor())
+        .await
+        .map_err(|e| ApiError::from_store(e, "Error creating task"))?;
+    Ok(success_json(
+        json!({ "message": "Task created successfully", "task": TaskDto::new(&project_id, &task) }),
+    ))
+}
+
+pub async fn update_task(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path((project_id, task_id)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> SuccessResult<Json<Value>> {
+    let store = state.store();
+    let (project, role) =
+        member_project(&store, &project_id, &auth.0, "Error updating task").await?;
+    if !role.can_write() {
+        return Err(ApiError::permission_denied("Viewers cannot modify tasks").into());
+    }
+    if !project.tasks.iter().any(|t| t.id == task_id) {
+        return Err(ApiError::task_not_found().into());
+    }
+    let mut patch = read_patch(&body, false)?;
+    patch.assignee_label = check_assignee(&store, &project, &patch.assigned_to).await?;
+    let (task, _activity) = store
+        .update_task(&project_id, &task_id, patch, &auth.actor())
+        .await
+        .map_err(|e| ApiError::from_store(e, "Error updating task"))?;
+    Ok(success_json(
+        json!({ "message": "Task updated successfully", "task": TaskDto::new(&project_id, &task) }),
+    ))
+}
+
+pub async fn delete_task(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path((project_id, task_id)): Path<(String, String)>,
+) -> SuccessResult<Json<Value>> {
+    let store = state.store();
+    let (project, role) =
+        member_project(&store, &project_id, &auth.0, "Error deleting task").await?;
+    if !project.tasks.iter().any(|t| t.id == task_id) {
+        return Err(ApiError::task_not_found().into());
+    }
+    if !role.is_manager() {
+        return Err(
+            ApiError::permission_denied("Only project owners and admins can delete tasks").into(),
+        );
+    }
+    store
+        .delete_task(&project_id, &task_id, &auth.actor())
+        .await
+        .map_err(|e| ApiError::from_store(e, "Error deleting task"))?;
+    Ok(success_json(
+        json!({ "message": "Task deleted successfully" }),
+    ))
+}
+
+fn query_int(
+    q: &HashMap<String, String>,
+    key: &str,
+    field: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> ApiResult<usize> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(s) => match s.trim().parse::<usize>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::validation(
+                field,
+                format!("{field} must be an integer between {min} and {max}"),
+            )),
+        },
+    }
+}
+
+fn query_date(q: &HashMap<String, String>, key: &str, field: &str) -> ApiResult<Option<String>> {
+    match q.get(key) {
+        None => Ok(None),
+        Some(s) => time::parse_client_date(s.trim()).map(Some).ok_or_else(|| {
+            ApiError::validation(
+                field,
+                format!("{field} must be in ISO 8601 format (e.g., 2025-10-30T00:00:00Z)"),
+            )
+        }),
+    }
+}
+
+pub async fn list_activities(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(project_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> SuccessResult<Json<Value>> {
+    let store = state.store();
+    member_project(&store, &project_id, &auth.0, "Error fetching activities").await?;
+    let query = ActivityQuery {
+        limit: query_int(&q, "limit", "Limit", 50, 1, 200)?,
+        offset: query_int(&q, "offset", "Offset", 0, 0, usize::MAX)?,
+        kind: q.get("type").cloned(),
+        user_id: q.get("userId").cloned(),
+        date_from: query_date(&q, "dateFrom", "Date from")?,
+        date_to: query_date(&q, "dateTo", "Date to")?,
+    };
+    let page = store
+        .list_activities(&project_id, &query)
+        .await
+        .map_err(|e| ApiError::from_store(e, "Error fetching activities"))?;
+    let has_more = query.offset + page.activities.len() < page.total;
+    let activities: Vec<ActivityDto> = page.activities.iter().map(ActivityDto::from).collect();
+    Ok(success_json(
+        json!({ "activities": activities, "total": page.total, "hasMore": has_more }),
+    ))
+}

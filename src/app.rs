@@ -1,0 +1,231 @@
+//! Building and running the server: state, listener, control socket, graceful shutdown. `main` and the tests
+//! both start the server through [`start`], which binds (port 0 in tests) and reports the address.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::google::GoogleVerifier;
+use crate::auth::jwt::Jwt;
+use crate::auth::password::Passwords;
+use crate::config::{Config, StoreMode};
+use crate::store::json::fs::Fs;
+use crate::store::json::lock::DataDirLock;
+use crate::store::json::{JsonOptions, JsonStore};
+use crate::store::DynStore;
+
+/// The store a request uses, and the mode it belongs to. Swapped as a whole, so a request that took one slot
+/// keeps a consistent store for its whole life.
+pub struct StoreSlot {
+    pub store: DynStore,
+    pub mode: StoreMode,
+}
+
+pub struct Inner {
+    pub config: Arc<Config>,
+    pub jwt: Jwt,
+    pub passwords: Arc<Passwords>,
+    pub google: GoogleVerifier,
+    pub started: Instant,
+    slot: ArcSwap<StoreSlot>,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    pub fn store(&self) -> DynStore {
+        self.slot.load().store.clone()
+    }
+    pub fn mode(&self) -> StoreMode {
+        self.slot.load().mode
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Exit 2: configuration, lock, corrupt data, port in use.
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Runtime(_) => 1,
+        }
+    }
+}
+
+pub struct ServerOptions {
+    pub config: Config,
+    pub jwt_secret: String,
+    /// The JSON store's file-system seam (fault injection in tests).
+    pub json_fs: Fs,
+}
+
+impl ServerOptions {
+    pub fn new(config: Config, jwt_secret: String) -> ServerOptions {
+        ServerOptions {
+            config,
+            jwt_secret,
+            json_fs: Fs::default(),
+        }
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    json: Arc<JsonStore>,
+    shutdown_tx: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    control: Option<JoinHandle<()>>,
+    control_path: PathBuf,
+    _lock: DataDirLock,
+}
+
+/// Opens the data dir (lock, journal replay), binds the listener and starts serving.
+pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
+    let config = Arc::new(opts.config);
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        StartError::Config(format!(
+            "FLUX_DATA_DIR={}: cannot create: {e}",
+            data_dir.display()
+        ))
+    })?;
+    std::fs::create_dir_all(&config.upload_dir).map_err(|e| {
+        StartError::Config(format!(
+            "FLUX_UPLOAD_DIR={}: cannot create: {e}",
+            config.upload_dir.display()
+        ))
+    })?;
+    let lock = DataDirLock::acquire(&data_dir).map_err(|e| StartError::Config(e.to_string()))?;
+
+    let mut json_opts = JsonOptions::new(&data_dir);
+    json_opts.compact_bytes = config.json_compact_bytes;
+    json_opts.compact_seconds = config.json_compact_seconds;
+    json_opts.fs = opts.json_fs;
+    let json = tokio::task::spawn_blocking(move || JsonStore::open(json_opts))
+        .await
+        .map_err(|e| StartError::Runtime(e.to_string()))?
+        .map_err(|e| StartError::Config(format!("cannot open the JSON store: {e}")))?;
+    let json = Arc::new(json);
+
+    let cost = config.bcrypt_cost;
+    let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost))
+        .await
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let state = AppState(Arc::new(Inner {
+        jwt: Jwt::new(&opts.jwt_secret),
+        passwords: Arc::new(passwords),
+        google: GoogleVerifier::new(
+            config.google_client_ids.clone(),
+            config.google_jwks_url.clone(),
+        ),
+        started: Instant::now(),
+        slot: ArcSwap::from_pointee(StoreSlot {
+            store: json.clone(),
+            mode: StoreMode::Json,
+        }),
+        config: config.clone(),
+    }));
+
+    let host = if config.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        config.host.as_str()
+    };
+    let bind = format!(
+        "{}:{}",
+        if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        },
+        config.port
+    );
+    let listener = TcpListener::bind(&bind).await.map_err(|e| {
+        StartError::Config(format!(
+            "cannot listen on {bind}: {e} (PORT={} / HOST={})",
+            config.port, config.host
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let app = crate::api::router(state.clone());
+    let mut rx = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+    });
+
+    let control_path = data_dir.join(".control.sock");
+    let control =
+        crate::control::serve(&control_path, state.clone(), shutdown_rx).map_err(|e| {
+            StartError::Runtime(format!("control socket {}: {e}", control_path.display()))
+        })?;
+
+    Ok(Server {
+        addr,
+        state,
+        json,
+        shutdown_tx,
+        http,
+        control: Some(control),
+        control_path,
+        _lock: lock,
+    })
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish within the grace period, then compacts the journal into
+    /// the legacy files.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        let _ = self.shutdown_tx.send(true);
+        let grace = self.state.config.shutdown_grace;
+        if tokio::time::timeout(grace, &mut self.http).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                "in-flight requests did not finish within the grace period"
+            );
+            self.http.abort();
+        }
+        if let Some(c) = self.control.take() {
+            c.abort();
+        }
+        let _ = std::fs::remove_file(&self.control_path);
+        self.json.close().await.map_err(|e| e.to_string())
+    }
+
+    pub fn json_store(&self) -> &Arc<JsonStore> {
+        &self.json
+    }
+}

@@ -1,0 +1,87 @@
+//! The local control socket `<data dir>/.control.sock` (cli.md §1): operator commands reach a running server
+//! through it instead of writing the files the server owns.
+//!
+//! Protocol: HTTP/1.1 over the Unix socket (mode 0600, so only the server's OS user can connect; no token).
+//! `POST /v1/user` with a JSON [`UserRequest`](crate::usercmd::UserRequest) body answers 200 with a JSON
+//! [`UserReply`](crate::usercmd::UserReply) `{"exit_code": N, "message": "…"}`; the CLI prints the message and
+//! exits with the code. `GET /v1/ping` answers 200 `{"ok": true}`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::AppState;
+use crate::usercmd::{self, UserReply, UserRequest};
+
+pub fn serve(
+    path: &Path,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    // We hold the data dir lock, so a socket file left here belongs to a dead instance.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let app = Router::new()
+        .route(
+            "/v1/ping",
+            get(|| async { Json(serde_json::json!({ "ok": true })) }),
+        )
+        .route("/v1/user", post(user))
+        .with_state(state);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+    }))
+}
+
+async fn user(State(state): State<AppState>, Json(req): Json<UserRequest>) -> Json<UserReply> {
+    Json(usercmd::execute(&state.store(), &state.passwords, req).await)
+}
+
+/// Client side, used by the CLI.
+pub async fn send_user(path: &Path, req: &UserRequest) -> Result<UserReply, String> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| format!("cannot reach the running server at {}: {e}", path.display()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let request = Request::post("/v1/user")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "control socket answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}

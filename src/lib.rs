@@ -1,0 +1,14 @@
+//! Flux Studio server: REST API over a journaled JSON store (PostgreSQL and the zero-downtime move come next).
+//! See README.md for the architecture.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod telemetry;
+pub mod usercmd;

@@ -1,0 +1,528 @@
+//! The embedded JSON store: all records in memory, every acknowledged write one fsynced journal record (group
+//! commit), the legacy files rewritten from memory by compaction. See `journal` for the on-disk record format.
+//!
+//! Threads: request tasks apply their change to the *working* state under a short mutex and queue the encoded
+//! record; one journal thread appends and fsyncs whatever is queued (so concurrent writes share one fsync) and
+//! then publishes the working snapshot to readers, which is why a write becomes visible only once it is durable;
+//! one compaction thread rewrites the legacy files from a published snapshot while writes go on into a new
+//! segment.
+
+pub mod format;
+pub mod fs;
+pub mod journal;
+pub mod lock;
+pub mod state;
+
+mod store_impl;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use self::fs::Fs;
+use self::journal::{Marker, Record};
+use self::state::{Dirty, FileKey, Op, State};
+use super::{StoreError, StoreResult};
+use crate::domain::time;
+
+#[derive(Clone, Debug)]
+pub struct JsonOptions {
+    pub data_dir: PathBuf,
+    pub compact_bytes: u64,
+    pub compact_seconds: u64,
+    pub fs: Fs,
+}
+
+impl JsonOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> JsonOptions {
+        JsonOptions {
+            data_dir: data_dir.into(),
+            compact_bytes: 64 << 20,
+            compact_seconds: 300,
+            fs: Fs::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Load(#[from] format::LoadError),
+    #[error(transparent)]
+    Replay(#[from] journal::ReplayError),
+    #[error("{0}")]
+    Io(String),
+}
+
+type Waiter = oneshot::Sender<StoreResult<()>>;
+
+struct Writer {
+    working: State,
+    next_seq: u64,
+    durable_seq: u64,
+    buf: Vec<u8>,
+    waiters: Vec<Waiter>,
+    dirty: Dirty,
+    compact_requests: Vec<Waiter>,
+    /// Set when a failed append could not be cut back off the journal: appending more would put a bad record
+    /// before good ones, so every write is refused until a restart replays and repairs the journal.
+    poisoned: Option<String>,
+    shutdown: bool,
+}
+
+struct Shared {
+    opts: JsonOptions,
+    journal_dir: PathBuf,
+    writer: Mutex<Writer>,
+    cond: Condvar,
+    visible: ArcSwap<State>,
+    /// Compaction jobs finished so far; the journal thread counts the jobs it sent, so "a compaction is running"
+    /// is `completed < sent` and waiting for it cannot be confused by an old notification.
+    completed: Mutex<u64>,
+    completed_cv: Condvar,
+    /// Dirty sets of failed compactions, handed back to the journal thread for the next attempt.
+    returned_dirty: Mutex<Dirty>,
+}
+
+pub struct JsonStore {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    good_len: u64,
+}
+
+impl Segment {
+    fn open(dir: &Path, first_seq: u64) -> std::io::Result<Segment> {
+        let path = journal::segment_path(dir, first_seq);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let good_len = file.metadata()?.len();
+        Ok(Segment {
+            file,
+            path,
+            good_len,
+        })
+    }
+
+    fn append(&mut self, fs: &Fs, bytes: &[u8]) -> std::io::Result<()> {
+        fs.append(&mut self.file, &self.path, bytes)?;
+        fs.sync(&self.file, &self.path)?;
+        self.good_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.good_len)?;
+        self.file.sync_data()
+    }
+}
+
+struct CompactJob {
+    snapshot: Arc<State>,
+    seq: u64,
+    dirty: Dirty,
+    waiters: Vec<Waiter>,
+}
+
+impl JsonStore {
+    /// Opens the data dir: finishes an interrupted compaction, loads the legacy files, replays the journal and
+    /// compacts, then starts the journal and compaction threads. The caller holds the data dir lock.
+    pub fn open(opts: JsonOptions) -> Result<JsonStore, OpenError> {
+        let io = |what: &str, e: std::io::Error| OpenError::Io(format!("{what}: {e}"));
+        let data_dir = opts.data_dir.clone();
+        let journal_dir = data_dir.join("journal");
+        for dir in [&data_dir, &journal_dir, &format::activities_dir(&data_dir)] {
+            std::fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+        }
+        if let Some(marker) =
+            journal::read_marker(&journal_dir).map_err(|e| io("journal marker", e))?
+        {
+            tracing::warn!(seq = marker.seq, "completing an interrupted compaction");
+            journal::finish_compaction(&opts.fs, &data_dir, &journal_dir, &marker)
+                .map_err(|e| io("completing interrupted compaction", e))?;
+        }
+        remove_temp_files(&data_dir);
+        remove_temp_files(&format::activities_dir(&data_dir));
+        remove_temp_files(&journal_dir);
+        ensure_empty_files(&opts.fs, &data_dir)
+            .map_err(|e| io("creating empty legacy files", e))?;
+
+        let mut state = format::load_state(&data_dir)?;
+        let base = journal::read_base(&journal_dir).map_err(|e| io("journal/BASE", e))?;
+        let records = journal::read_all(&journal_dir, base)?;
+        let mut dirty = Dirty::new();
+        let mut last = base;
+        for r in &records {
+            for op in &r.ops {
+                state.apply(op, &mut dirty);
+            }
+            last = r.seq;
+        }
+        if !records.is_empty() {
+            tracing::info!(records = records.len(), last_seq = last, "journal replayed");
+        }
+        // Start-up compaction: the replayed writes reach the legacy files before anything else happens.
+        compact(&opts.fs, &data_dir, &journal_dir, &state, last, &dirty)
+            .map_err(|e| io("start-up compaction", e))?;
+        let segment =
+            Segment::open(&journal_dir, last + 1).map_err(|e| io("opening journal segment", e))?;
+
+        let shared = Arc::new(Shared {
+            journal_dir,
+            writer: Mutex::new(Writer {
+                working: state.clone(),
+                next_seq: last + 1,
+                durable_seq: last,
+                buf: Vec::new(),
+                waiters: Vec::new(),
+                dirty: Dirty::new(),
+                compact_requests: Vec::new(),
+                poisoned: None,
+                shutdown: false,
+            }),
+            cond: Condvar::new(),
+            visible: ArcSwap::from_pointee(state),
+            completed: Mutex::new(0),
+            completed_cv: Condvar::new(),
+            returned_dirty: Mutex::new(Dirty::new()),
+            opts,
+        });
+        let (job_tx, job_rx) = mpsc::channel::<CompactJob>();
+        let s2 = shared.clone();
+        std::thread::Builder::new()
+            .name("json-compact".into())
+            .spawn(move || compactor_loop(s2, job_rx))
+            .map_err(|e| io("starting compaction thread", e))?;
+        let s3 = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("json-journal".into())
+            .spawn(move || journal_loop(s3, segment, job_tx))
+            .map_err(|e| io("starting journal thread", e))?;
+        Ok(JsonStore {
+            shared,
+            thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The state as of the last durable write.
+    pub fn snapshot(&self) -> Arc<State> {
+        self.shared.visible.load_full()
+    }
+
+    /// Applies one write: `f` decides (from the current state) what changes, the change is journaled, and the
+    /// call returns once the record is fsynced. Nothing is visible to readers before that.
+    pub async fn write<R>(
+        &self,
+        f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>,
+    ) -> StoreResult<R> {
+        let (result, rx) = {
+            let mut guard = self.shared.writer.lock();
+            let w = &mut *guard;
+            if let Some(msg) = &w.poisoned {
+                return Err(StoreError::Unavailable(msg.clone()));
+            }
+            if w.shutdown {
+                return Err(StoreError::Unavailable(
+                    "the JSON store is shut down".into(),
+                ));
+            }
+            let (result, ops) = f(&w.working)?;
+            if ops.is_empty() {
+                return Ok(result);
+            }
+            for op in &ops {
+                w.working.apply(op, &mut w.dirty);
+            }
+            let record = Record {
+                seq: w.next_seq,
+                at: time::now(),
+                ops,
+            };
+            w.next_seq += 1;
+            w.buf.extend_from_slice(&journal::encode(&record));
+            let (tx, rx) = oneshot::channel();
+            w.waiters.push(tx);
+            self.shared.cond.notify_one();
+            (result, rx)
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok(result),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Unavailable("journal thread stopped".into())),
+        }
+    }
+
+    /// Compacts now and waits for it (clean shutdown, operator commands).
+    pub async fn compact_now(&self) -> StoreResult<()> {
+        let rx = {
+            let mut w = self.shared.writer.lock();
+            let (tx, rx) = oneshot::channel();
+            w.compact_requests.push(tx);
+            self.shared.cond.notify_one();
+            rx
+        };
+        rx.await
+            .map_err(|_| StoreError::Unavailable("journal thread stopped".into()))?
+    }
+
+    /// Final compaction, then stops the threads. Writes after this are refused.
+    pub async fn close(&self) -> StoreResult<()> {
+        let result = self.compact_now().await;
+        self.shared.writer.lock().shutdown = true;
+        self.shared.cond.notify_one();
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        result
+    }
+}
+
+impl Drop for JsonStore {
+    fn drop(&mut self) {
+        self.shared.writer.lock().shutdown = true;
+        self.shared.cond.notify_one();
+    }
+}
+
+fn remove_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn ensure_empty_files(fs: &Fs, data_dir: &Path) -> std::io::Result<()> {
+    for (name, key) in [
+        ("users.json", "users"),
+        ("projects.json", "projects"),
+        ("teams.json", "teams"),
+        ("files.json", "files"),
+    ] {
+        let path = data_dir.join(name);
+        if !path.exists() {
+            let tmp = data_dir.join(format!(".{name}.tmp-init"));
+            fs.write_synced(&tmp, format!("{{\n  \"{key}\": []\n}}").as_bytes())?;
+            fs.rename(&tmp, &path)?;
+        }
+    }
+    fs.sync_dir(data_dir)
+}
+
+fn wait_for_compactions(shared: &Shared, sent: u64) {
+    let mut done = shared.completed.lock();
+    while *done < sent {
+        shared.completed_cv.wait(&mut done);
+    }
+}
+
+fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<CompactJob>) {
+    let fs = shared.opts.fs.clone();
+    let mut sent: u64 = 0;
+    let mut dirty_since = Dirty::new();
+    let mut first_record_at: Option<Instant> = None;
+    loop {
+        let (batch, waiters, dirty, snapshot, last_seq, compact_requests, shutdown) = {
+            let mut w = shared.writer.lock();
+            if w.buf.is_empty() && w.compact_requests.is_empty() && !w.shutdown {
+                shared.cond.wait_for(&mut w, Duration::from_millis(500));
+            }
+            let snapshot = (!w.buf.is_empty()).then(|| Arc::new(w.working.clone()));
+            (
+                std::mem::take(&mut w.buf),
+                std::mem::take(&mut w.waiters),
+                std::mem::take(&mut w.dirty),
+                snapshot,
+                w.next_seq - 1,
+                std::mem::take(&mut w.compact_requests),
+                w.shutdown,
+            )
+        };
+        if let Some(snapshot) = snapshot {
+            match segment.append(&fs, &batch) {
+                Ok(()) => {
+                    shared.visible.store(snapshot);
+                    shared.writer.lock().durable_seq = last_seq;
+                    dirty_since.extend(dirty);
+                    first_record_at.get_or_insert_with(Instant::now);
+                    for w in waiters {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, path = %segment.path.display(), "journal append failed; refusing the writes of this batch");
+                    let msg = format!("journal write failed: {e}");
+                    let mut w = shared.writer.lock();
+                    // Later queued writes were computed on top of the failed ones: they fail too.
+                    w.working = (**shared.visible.load()).clone();
+                    w.buf.clear();
+                    w.dirty.clear();
+                    w.next_seq = w.durable_seq + 1;
+                    let more = std::mem::take(&mut w.waiters);
+                    if let Err(e2) = segment.cut_back() {
+                        tracing::error!(error = %e2, "cannot cut the failed record off the journal; refusing writes until restart");
+                        w.poisoned = Some(format!("journal unusable after a failed write: {e2}"));
+                    }
+                    drop(w);
+                    for waiter in waiters.into_iter().chain(more) {
+                        let _ = waiter.send(Err(StoreError::Unavailable(msg.clone())));
+                    }
+                }
+            }
+        }
+
+        dirty_since.append(&mut shared.returned_dirty.lock());
+        let due = segment.good_len > shared.opts.compact_bytes
+            || first_record_at
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(shared.opts.compact_seconds));
+        let wanted = due || !compact_requests.is_empty() || shutdown;
+        if wanted {
+            if *shared.completed.lock() < sent {
+                if compact_requests.is_empty() && !shutdown {
+                    continue;
+                }
+                // An explicit request must cover every write acknowledged before it: wait for the running one.
+                wait_for_compactions(&shared, sent);
+                dirty_since.append(&mut shared.returned_dirty.lock());
+            }
+            let seq = shared.writer.lock().durable_seq;
+            let needs_rotation = segment.good_len > 0;
+            if needs_rotation {
+                match Segment::open(&shared.journal_dir, seq + 1) {
+                    Ok(s) => segment = s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a new journal segment; compaction postponed");
+                        for w in compact_requests {
+                            let _ = w.send(Err(StoreError::Unavailable(format!(
+                                "compaction failed: {e}"
+                            ))));
+                        }
+                        continue;
+                    }
+                }
+            }
+            first_record_at = None;
+            let job = CompactJob {
+                snapshot: shared.visible.load_full(),
+                seq,
+                dirty: std::mem::take(&mut dirty_since),
+                waiters: compact_requests,
+            };
+            if jobs.send(job).is_err() {
+                return;
+            }
+            sent += 1;
+            if shutdown {
+                wait_for_compactions(&shared, sent);
+                return;
+            }
+        } else if shutdown {
+            return;
+        }
+    }
+}
+
+fn compactor_loop(shared: Arc<Shared>, jobs: mpsc::Receiver<CompactJob>) {
+    while let Ok(job) = jobs.recv() {
+        let result = compact(
+            &shared.opts.fs,
+            &shared.opts.data_dir,
+            &shared.journal_dir,
+            &job.snapshot,
+            job.seq,
+            &job.dirty,
+        );
+        let reply = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "compaction failed; the journal keeps every write and it will be retried");
+                shared
+                    .returned_dirty
+                    .lock()
+                    .extend(job.dirty.iter().cloned());
+                Err(StoreError::Unavailable(format!("compaction failed: {e}")))
+            }
+        };
+        for w in job.waiters {
+            let _ = w.send(reply.clone());
+        }
+        *shared.completed.lock() += 1;
+        shared.completed_cv.notify_all();
+    }
+}
+
+/// Rewrites the dirty legacy files from `state` (the state at `seq`), then drops the journal segments it covers.
+fn compact(
+    fs: &Fs,
+    data_dir: &Path,
+    journal_dir: &Path,
+    state: &State,
+    seq: u64,
+    dirty: &Dirty,
+) -> std::io::Result<()> {
+    // A previous attempt that failed half-way through its renames must finish first, or the files would mix
+    // two snapshots.
+    if let Some(marker) = journal::read_marker(journal_dir)? {
+        journal::finish_compaction(fs, data_dir, journal_dir, &marker)?;
+    }
+    let mut renames = Vec::new();
+    let mut removes = Vec::new();
+    let tag: u32 = rand::random();
+    let result = (|| {
+        for key in dirty {
+            let target = format::path_of(data_dir, key);
+            match format::render(state, key) {
+                Some(bytes) => {
+                    let name = target
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let tmp = target.with_file_name(format!(".{name}.tmp-{tag:08x}"));
+                    fs.write_synced(&tmp, &bytes)?;
+                    renames.push((tmp, target));
+                }
+                None => {
+                    if let FileKey::Activities(_) = key {
+                        removes.push(target);
+                    }
+                }
+            }
+        }
+        let marker = Marker {
+            seq,
+            renames: renames.clone(),
+            removes: removes.clone(),
+        };
+        let tmp = journal_dir.join(".COMPACTING.tmp");
+        fs.write_synced(
+            &tmp,
+            &serde_json::to_vec(&marker).expect("marker serialises"),
+        )?;
+        fs.rename(&tmp, &journal_dir.join(journal::MARKER))?;
+        fs.sync_dir(journal_dir)?;
+        Ok(marker)
+    })();
+    match result {
+        Ok(marker) => journal::finish_compaction(fs, data_dir, journal_dir, &marker),
+        Err(e) => {
+            for (tmp, _) in renames {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests through the public HTTP API (and the CLI binary) of a real server.
+
+mod auth_api;
+mod bad_input;
+mod cli;
+mod durability;
+mod google_api;
+#[path = "../support/google.rs"]
+mod google_support;
+mod legacy_fixtures;
+mod projects_api;
+mod support;
+mod tasks_api;

@@ -1,0 +1,250 @@
+//! Test harness: a real server on 127.0.0.1:0 over a temporary data dir, driven through its HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fluxstudio::app::{self, Server, ServerOptions};
+use fluxstudio::config::{self, Config};
+use fluxstudio::store::json::fs::Fs;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/legacy"
+    ))
+}
+
+/// Copies the legacy fixture set into `dir` (writable copies; the originals are read-only).
+pub fn copy_fixtures(dir: &Path) {
+    copy_tree(&fixtures_dir(), dir);
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else if e.path().extension().is_some_and(|x| x == "json") {
+            std::fs::write(&target, std::fs::read(e.path()).unwrap()).unwrap();
+        }
+    }
+}
+
+pub fn test_config(data_dir: &Path, extra: &[&str]) -> Config {
+    let dir = data_dir.to_str().unwrap().to_owned();
+    let mut args: Vec<String> = [
+        "fluxstudio",
+        "--no-env-file",
+        "--data-dir",
+        &dir,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--bcrypt-cost",
+        "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (_, cfg) = config::parse_args(args).expect("test configuration is valid");
+    cfg
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub server: Option<Server>,
+    pub dir: Arc<TempDir>,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_in(Arc::new(TempDir::new().unwrap()), Fs::default()).await
+    }
+
+    pub async fn with_fixtures() -> TestApp {
+        let dir = Arc::new(TempDir::new().unwrap());
+        copy_fixtures(dir.path());
+        Self::spawn_in(dir, Fs::default()).await
+    }
+
+    pub async fn spawn_in(dir: Arc<TempDir>, fs: Fs) -> TestApp {
+        let cfg = test_config(dir.path(), &[]);
+        let mut opts = ServerOptions::new(cfg, SECRET.into());
+        opts.json_fs = fs;
+        let server = app::start(opts).await.expect("server starts");
+        TestApp {
+            base: format!("http://{}", server.addr),
+            client: reqwest::Client::new(),
+            server: Some(server),
+            dir,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Stops and starts again on the same data dir (journal replay + files).
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        Self::spawn_in(self.dir.clone(), Fs::default()).await
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: &'static str,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Resp {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Signs up a fresh user; returns (token, user id).
+    pub async fn signup(&self, email: &str) -> (String, String) {
+        let r = self
+            .call(Method::POST, "/api/auth/signup", None, Some(json!({"email": email, "password": "password-123", "name": email.split('@').next().unwrap()})))
+            .await;
+        assert_eq!(r.status, 200, "signup failed: {}", r.body);
+        (
+            r.body["token"].as_str().unwrap().to_owned(),
+            r.body["user"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Resp {
+        self.call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    pub async fn create_project(&self, token: &str, name: &str) -> String {
+        let r = self
+            .post("/api/projects", token, json!({"name": name}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["project"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_task(&self, token: &str, project: &str, title: &str) -> Resp {
+        self.post(
+            &format!("/api/projects/{project}/tasks"),
+            token,
+            json!({"title": title}),
+        )
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // A test that panicked leaves its server running on the runtime; nothing to flush.
+        self.server.take();
+    }
+}
+
+/// A token as the legacy server would sign it (no password login, so no rehash side effect).
+pub fn token_for(id: &str, email: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims =
+        json!({"id": id, "email": email, "userType": "client", "iat": now, "exp": now + 604800});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
