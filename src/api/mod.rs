@@ -11,13 +11,15 @@ pub mod validate;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::{ServeDir, ServeFile};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::app::AppState;
@@ -93,12 +95,23 @@ pub fn router(state: AppState) -> Router {
     .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-async fn not_found(req: Request) -> Response {
-    if req.uri().path().starts_with("/api") {
-        ApiError::route_not_found().into_response()
-    } else {
-        (StatusCode::NOT_FOUND, "Not Found").into_response()
+/// Unknown `/api` paths (and wrong methods) get the JSON 404; other GETs are the single-page app's, served from
+/// `FLUX_STATIC_DIR` with `index.html` as the fallback for client-side routes, as the legacy server did.
+async fn not_found(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        return ApiError::route_not_found().into_response();
     }
+    let dir = &state.config.static_dir;
+    if matches!(*req.method(), Method::GET | Method::HEAD) && dir.is_dir() {
+        let index = dir.join("index.html");
+        let serve = ServeDir::new(dir).fallback(ServeFile::new(index));
+        return match serve.oneshot(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(never) => match never {},
+        };
+    }
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 
 /// A request still running after `FLUX_REQUEST_TIMEOUT` is cancelled and answered 503 `timeout`. A JSON write

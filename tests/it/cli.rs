@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use serde_json::json;
 use tempfile::TempDir;
 
 use crate::support::{copy_fixtures, read_json, TestApp};

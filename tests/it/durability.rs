@@ -32,7 +32,7 @@ fn task_ids_in_files(dir: &Path) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_writers_lose_nothing() {
-    let mut app = TestApp::spawn().await;
+    let app = TestApp::spawn().await;
     let (token, _) = app.signup("writer@example.com").await;
     let shared = app.create_project(&token, "Shared").await;
     let mut own = Vec::new();

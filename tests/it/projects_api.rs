@@ -195,3 +195,21 @@ async fn unknown_routes_and_wrong_methods_are_route_not_found() {
     let csrf = app.call(Method::GET, "/api/csrf-token", None, None).await;
     assert_eq!(csrf.body, json!({"csrfToken": ""}));
 }
+
+#[tokio::test]
+async fn the_client_build_is_served_with_an_index_fallback() {
+    let dir = std::sync::Arc::new(tempfile::TempDir::new().unwrap());
+    let build = dir.path().join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::write(build.join("index.html"), "<html>app</html>").unwrap();
+    std::fs::write(build.join("app.js"), "console.log(1)").unwrap();
+    let cfg = crate::support::test_config(&dir.path().join("data"), &["--static-dir", build.to_str().unwrap()]);
+    let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, crate::support::SECRET.into())).await.unwrap();
+    let app = TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let js = app.call(Method::GET, "/app.js", None, None).await;
+    assert_eq!((js.status.as_u16(), js.body.as_str()), (200, Some("console.log(1)")));
+    let deep = app.call(Method::GET, "/projects/123/board", None, None).await;
+    assert_eq!((deep.status.as_u16(), deep.body.as_str()), (200, Some("<html>app</html>")));
+    let api = app.call(Method::GET, "/api/unknown", None, None).await;
+    assert_eq!(api.body["code"], "route_not_found");
+}
