@@ -83,11 +83,7 @@ pub struct ServerOptions {
 
 impl ServerOptions {
     pub fn new(config: Config, jwt_secret: String) -> ServerOptions {
-        ServerOptions {
-            config,
-            jwt_secret,
-            json_fs: Fs::default(),
-        }
+        ServerOptions { config, jwt_secret, json_fs: Fs::default() }
     }
 }
 
@@ -106,17 +102,10 @@ pub struct Server {
 pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     let config = Arc::new(opts.config);
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        StartError::Config(format!(
-            "FLUX_DATA_DIR={}: cannot create: {e}",
-            data_dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| StartError::Config(format!("FLUX_DATA_DIR={}: cannot create: {e}", data_dir.display())))?;
     std::fs::create_dir_all(&config.upload_dir).map_err(|e| {
-        StartError::Config(format!(
-            "FLUX_UPLOAD_DIR={}: cannot create: {e}",
-            config.upload_dir.display()
-        ))
+        StartError::Config(format!("FLUX_UPLOAD_DIR={}: cannot create: {e}", config.upload_dir.display()))
     })?;
     let lock = DataDirLock::acquire(&data_dir).map_err(|e| StartError::Config(e.to_string()))?;
 
@@ -137,72 +126,35 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     let state = AppState(Arc::new(Inner {
         jwt: Jwt::new(&opts.jwt_secret),
         passwords: Arc::new(passwords),
-        google: GoogleVerifier::new(
-            config.google_client_ids.clone(),
-            config.google_jwks_url.clone(),
-        ),
+        google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
         started: Instant::now(),
-        slot: ArcSwap::from_pointee(StoreSlot {
-            store: json.clone(),
-            mode: StoreMode::Json,
-        }),
+        slot: ArcSwap::from_pointee(StoreSlot { store: json.clone(), mode: StoreMode::Json }),
         config: config.clone(),
     }));
 
-    let host = if config.host == "localhost" {
-        "127.0.0.1"
-    } else {
-        config.host.as_str()
-    };
-    let bind = format!(
-        "{}:{}",
-        if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        },
-        config.port
-    );
+    let host = if config.host == "localhost" { "127.0.0.1" } else { config.host.as_str() };
+    let bind = format!("{}:{}", if host.contains(':') { format!("[{host}]") } else { host.to_owned() }, config.port);
     let listener = TcpListener::bind(&bind).await.map_err(|e| {
-        StartError::Config(format!(
-            "cannot listen on {bind}: {e} (PORT={} / HOST={})",
-            config.port, config.host
-        ))
+        StartError::Config(format!("cannot listen on {bind}: {e} (PORT={} / HOST={})", config.port, config.host))
     })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Runtime(e.to_string()))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let app = crate::api::router(state.clone());
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
     });
 
     let control_path = data_dir.join(".control.sock");
-    let control =
-        crate::control::serve(&control_path, state.clone(), shutdown_rx).map_err(|e| {
-            StartError::Runtime(format!("control socket {}: {e}", control_path.display()))
-        })?;
+    let control = crate::control::serve(&control_path, state.clone(), shutdown_rx)
+        .map_err(|e| StartError::Runtime(format!("control socket {}: {e}", control_path.display())))?;
 
-    Ok(Server {
-        addr,
-        state,
-        json,
-        shutdown_tx,
-        http,
-        control: Some(control),
-        control_path,
-        _lock: lock,
-    })
+    Ok(Server { addr, state, json, shutdown_tx, http, control: Some(control), control_path, _lock: lock })
 }
 
 impl Server {

@@ -32,13 +32,7 @@ pub struct GlobalArgs {
     /// PostgreSQL URL; a password here is visible in the process list, prefer the environment
     /// [default: none, or assembled from DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD]
     // The environment value may hold a password, which `--help` must not print.
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
 
     /// Store mode: json, dual-json, dual-postgres or postgres [default: json, or from the legacy
@@ -122,21 +116,11 @@ pub struct ServeArgs {
     pub store_force: Option<String>,
 
     /// Read-replica URL for modes that read from PostgreSQL [default: none]
-    #[arg(
-        long,
-        env = "DATABASE_READ_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true, value_name = "URL")]
     pub database_read_url: Option<String>,
 
     /// CA certificate for TLS to PostgreSQL: a PEM file path or the PEM text [default: none]
-    #[arg(
-        long,
-        env = "DATABASE_CA_CERT",
-        hide_env_values = true,
-        value_name = "PEM"
-    )]
+    #[arg(long, env = "DATABASE_CA_CERT", hide_env_values = true, value_name = "PEM")]
     pub database_ca_cert: Option<String>,
 
     /// Maximum connections in the main pool, 1-500 [default: 20]

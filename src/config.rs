@@ -31,12 +31,8 @@ pub enum StoreMode {
 }
 
 impl StoreMode {
-    pub const ALL: [StoreMode; 4] = [
-        StoreMode::Json,
-        StoreMode::DualJson,
-        StoreMode::DualPostgres,
-        StoreMode::Postgres,
-    ];
+    pub const ALL: [StoreMode; 4] =
+        [StoreMode::Json, StoreMode::DualJson, StoreMode::DualPostgres, StoreMode::Postgres];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,9 +45,7 @@ impl StoreMode {
 
     pub fn parse(s: &str) -> Option<StoreMode> {
         let s = s.trim();
-        StoreMode::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+        StoreMode::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Every mode except `json` has PostgreSQL as primary or secondary.
@@ -150,8 +144,7 @@ impl fmt::Display for TrustProxy {
             TrustProxy::None => f.write_str("none"),
             TrustProxy::Loopback => f.write_str("loopback"),
             TrustProxy::Cidrs(list) => {
-                let parts: Vec<String> =
-                    list.iter().map(|(ip, len)| format!("{ip}/{len}")).collect();
+                let parts: Vec<String> = list.iter().map(|(ip, len)| format!("{ip}/{len}")).collect();
                 f.write_str(&parts.join(","))
             }
         }
@@ -239,21 +232,9 @@ impl fmt::Debug for Config {
             .field("static_dir", &self.static_dir)
             .field("upload_dir", &self.upload_dir)
             .field("store_mode", &self.store_mode)
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(redact_url),
-            )
-            .field(
-                "database_read_url",
-                &self.database_read_url.as_deref().map(redact_url),
-            )
-            .field(
-                "jwt_secret_env",
-                &self
-                    .jwt_secret_env
-                    .as_ref()
-                    .map(|s| format!("<{} bytes>", s.len())),
-            )
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("database_read_url", &self.database_read_url.as_deref().map(redact_url))
+            .field("jwt_secret_env", &self.jwt_secret_env.as_ref().map(|s| format!("<{} bytes>", s.len())))
             .field("bcrypt_cost", &self.bcrypt_cost)
             .field("google_client_ids", &self.google_client_ids)
             .field("google_jwks_url", &self.google_jwks_url)
@@ -276,10 +257,7 @@ impl fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("store_force", &self.store_force)
             .field("shadow_read_rate", &self.shadow_read_rate)
-            .field(
-                "database_ca_cert",
-                &self.database_ca_cert.as_ref().map(|_| "<set>"),
-            )
+            .field("database_ca_cert", &self.database_ca_cert.as_ref().map(|_| "<set>"))
             .field("database_url_assembled", &self.database_url_assembled)
             .field("db_password_set", &self.db_password_set)
             .field("db_pool", &self.db_pool)
@@ -303,8 +281,7 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_ENV_FILE: &str = "./.env";
 pub const DEFAULT_STATIC_DIR: &str = "./build";
 pub const DEFAULT_GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
-pub const DEFAULT_CORS_ORIGINS: &str =
-    "http://localhost:3000,http://localhost:5173,https://fluxstudio.art";
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://localhost:5173,https://fluxstudio.art";
 /// Rate-limit variables and their defaults, in report order.
 pub const RATE_DEFAULTS: &[(&str, &str)] = &[
     ("FLUX_RATE_GLOBAL", "1000/15m"),
@@ -323,8 +300,7 @@ pub const JWT_SECRET_FILE: &str = ".jwt-secret";
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
-const SECRET_ADVICE: &str =
-    "generate a new one with `openssl rand -hex 32` (a new secret signs everybody out once)";
+const SECRET_ADVICE: &str = "generate a new one with `openssl rand -hex 32` (a new secret signs everybody out once)";
 
 // -------------------------------------------------------------------------------------------------
 // Entry point
@@ -345,12 +321,7 @@ where
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let env: Env = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .collect();
     match parse_with_env(args, &env, false) {
         Ok(parsed) => {
@@ -394,22 +365,12 @@ impl From<ConfigError> for ParseFailure {
 ///
 /// Clap parses first: flags never depend on the `.env` file, and a bad `.env` must not break
 /// `--help`.
-pub fn parse_with_env(
-    args: Vec<OsString>,
-    env: &Env,
-    hermetic: bool,
-) -> Result<Parsed, ParseFailure> {
+pub fn parse_with_env(args: Vec<OsString>, env: &Env, hermetic: bool) -> Result<Parsed, ParseFailure> {
     // `definition` maps arguments to their variables; in hermetic mode the parser is a copy that
     // ignores the process environment.
     let definition = Cli::command();
-    let parser = if hermetic {
-        without_env(definition.clone())
-    } else {
-        definition.clone()
-    };
-    let matches = parser
-        .try_get_matches_from(args.iter().cloned())
-        .map_err(ParseFailure::Clap)?;
+    let parser = if hermetic { without_env(definition.clone()) } else { definition.clone() };
+    let matches = parser.try_get_matches_from(args.iter().cloned()).map_err(ParseFailure::Clap)?;
     let first = Cli::from_arg_matches(&matches).map_err(ParseFailure::Clap)?;
 
     let mut flags = HashMap::new();
@@ -470,27 +431,17 @@ pub fn parse_with_env(
         .and_then(|m| Cli::from_arg_matches(&m).ok())
         .unwrap_or(first);
 
-    Ok(Parsed {
-        cli,
-        config,
-        dotenv,
-    })
+    Ok(Parsed { cli, config, dotenv })
 }
 
 /// A copy of `cmd` whose arguments do not read the process environment.
 fn without_env(mut cmd: clap::Command) -> clap::Command {
-    let ids: Vec<clap::Id> = cmd
-        .get_arguments()
-        .filter(|a| a.get_env().is_some())
-        .map(|a| a.get_id().clone())
-        .collect();
+    let ids: Vec<clap::Id> =
+        cmd.get_arguments().filter(|a| a.get_env().is_some()).map(|a| a.get_id().clone()).collect();
     for id in ids {
         cmd = cmd.mut_arg(id, |a| a.env(None::<&'static str>));
     }
-    let subs: Vec<String> = cmd
-        .get_subcommands()
-        .map(|s| s.get_name().to_owned())
-        .collect();
+    let subs: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect();
     for name in subs {
         cmd = cmd.mut_subcommand(name, without_env);
     }
@@ -499,11 +450,7 @@ fn without_env(mut cmd: clap::Command) -> clap::Command {
 
 /// Values given on the command line, keyed by the environment variable of their flag, with the
 /// flag's long name.
-fn command_line_flags(
-    cmd: &clap::Command,
-    m: &ArgMatches,
-    out: &mut HashMap<String, (String, String)>,
-) {
+fn command_line_flags(cmd: &clap::Command, m: &ArgMatches, out: &mut HashMap<String, (String, String)>) {
     for arg in cmd.get_arguments() {
         let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
             continue;
@@ -513,10 +460,7 @@ fn command_line_flags(
             continue;
         }
         if let Some(value) = m.get_raw(id).and_then(|mut v| v.next()) {
-            out.insert(
-                var.to_string_lossy().into_owned(),
-                (long.to_owned(), value.to_string_lossy().into_owned()),
-            );
+            out.insert(var.to_string_lossy().into_owned(), (long.to_owned(), value.to_string_lossy().into_owned()));
         }
     }
     if let Some((name, sub_m)) = m.subcommand() {
@@ -587,23 +531,14 @@ fn choose_env_file(
     }
     if let Some((long, value)) = flags.get("FLUX_ENV_FILE") {
         sources.insert("FLUX_ENV_FILE", Source::Flag);
-        return Some(EnvFileChoice {
-            path: PathBuf::from(value),
-            named_by: Some(format!("--{long}")),
-        });
+        return Some(EnvFileChoice { path: PathBuf::from(value), named_by: Some(format!("--{long}")) });
     }
     if let Some(value) = env_value(env, "FLUX_ENV_FILE") {
         sources.insert("FLUX_ENV_FILE", Source::Env);
-        return Some(EnvFileChoice {
-            path: PathBuf::from(value),
-            named_by: Some("FLUX_ENV_FILE".to_owned()),
-        });
+        return Some(EnvFileChoice { path: PathBuf::from(value), named_by: Some("FLUX_ENV_FILE".to_owned()) });
     }
     sources.insert("FLUX_ENV_FILE", Source::Default);
-    Some(EnvFileChoice {
-        path: PathBuf::from(DEFAULT_ENV_FILE),
-        named_by: None,
-    })
+    Some(EnvFileChoice { path: PathBuf::from(DEFAULT_ENV_FILE), named_by: None })
 }
 
 fn load_env_file(choice: &EnvFileChoice) -> Result<Option<LoadedEnvFile>, ConfigError> {
@@ -612,25 +547,16 @@ fn load_env_file(choice: &EnvFileChoice) -> Result<Option<LoadedEnvFile>, Config
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return match &choice.named_by {
-                Some(by) => Err(ConfigError(format!(
-                    "{by}='{shown}': the .env file does not exist"
-                ))),
+                Some(by) => Err(ConfigError(format!("{by}='{shown}': the .env file does not exist"))),
                 None => Ok(None),
             };
         }
-        Err(e) => {
-            return Err(ConfigError(format!(
-                "cannot read the .env file {shown}: {e}"
-            )))
-        }
+        Err(e) => return Err(ConfigError(format!("cannot read the .env file {shown}: {e}"))),
     };
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ConfigError(format!("the .env file {shown} is not valid UTF-8")))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| ConfigError(format!("the .env file {shown} is not valid UTF-8")))?;
     let entries = parse_env_text(&shown.to_string(), &text)?;
-    Ok(Some(LoadedEnvFile {
-        path: choice.path.clone(),
-        entries,
-    }))
+    Ok(Some(LoadedEnvFile { path: choice.path.clone(), entries }))
 }
 
 /// Parses `.env` text with dotenvy, one logical line at a time, so that errors can name the line
@@ -644,18 +570,13 @@ fn parse_env_text(file: &str, text: &str) -> Result<Vec<EnvFileEntry>, ConfigErr
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // dotenvy rejects a last line that ends in a blank or a backslash when no newline follows it; a
     // missing final newline is not worth a start-up failure.
-    let text: std::borrow::Cow<'_, str> = if text.is_empty() || text.ends_with('\n') {
-        text.into()
-    } else {
-        format!("{text}\n").into()
-    };
+    let text: std::borrow::Cow<'_, str> =
+        if text.is_empty() || text.ends_with('\n') { text.into() } else { format!("{text}\n").into() };
 
     let mut entries = Vec::new();
     for logical in logical_lines(&text) {
         let logical = logical.map_err(|line| {
-            ConfigError(format!(
-                "{file}:{line}: cannot parse this line: a quote opened here is never closed"
-            ))
+            ConfigError(format!("{file}:{line}: cannot parse this line: a quote opened here is never closed"))
         })?;
         // Checked before dotenvy parses: it fails on some `$` values (`"a$b"` loses its closing
         // quote), and the advice to single-quote is the useful message for those.
@@ -666,9 +587,7 @@ fn parse_env_text(file: &str, text: &str) -> Result<Vec<EnvFileEntry>, ConfigErr
                 .filter(|rest| rest.starts_with(char::is_whitespace))
                 .map_or(key, str::trim_start);
             let key_ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
             if key_ok && has_unprotected_dollar(raw_value.trim()) {
                 return Err(ConfigError(format!(
                     "{file}:{}: the value of {key} contains '$', which dotenvy would expand as a variable \
@@ -689,16 +608,9 @@ fn parse_env_text(file: &str, text: &str) -> Result<Vec<EnvFileEntry>, ConfigErr
             }
         };
         if value.contains('\0') {
-            return Err(ConfigError(format!(
-                "{file}:{}: the value of {key} contains a NUL character",
-                logical.line
-            )));
+            return Err(ConfigError(format!("{file}:{}: the value of {key} contains a NUL character", logical.line)));
         }
-        entries.push(EnvFileEntry {
-            key,
-            value,
-            line: logical.line,
-        });
+        entries.push(EnvFileEntry { key, value, line: logical.line });
     }
     Ok(entries)
 }
@@ -799,11 +711,7 @@ fn logical_lines(text: &str) -> Vec<Result<LogicalLine, usize>> {
             QuoteState::Comment => buf[..buf_pos + cur_pos].to_owned(),
             _ => continue,
         };
-        out.push(Ok(LogicalLine {
-            line: start,
-            raw: std::mem::take(&mut buf),
-            text,
-        }));
+        out.push(Ok(LogicalLine { line: start, raw: std::mem::take(&mut buf), text }));
     }
     if !buf.is_empty() {
         out.push(Err(start));
@@ -873,11 +781,7 @@ impl Resolver<'_> {
         let value = env_value(self.env, var)?;
         Some(Raw {
             value: value.to_owned(),
-            source: if self.dotenv_keys.contains(var) {
-                Source::DotEnv
-            } else {
-                Source::Env
-            },
+            source: if self.dotenv_keys.contains(var) { Source::DotEnv } else { Source::Env },
             label: var.to_owned(),
         })
     }
@@ -885,15 +789,10 @@ impl Resolver<'_> {
     /// Flag, else env, else `.env`; records the source (`default` when none gives a value).
     fn raw(&mut self, var: &'static str) -> Option<Raw> {
         let raw = match self.flags.get(var) {
-            Some((long, value)) => Some(Raw {
-                value: value.clone(),
-                source: Source::Flag,
-                label: format!("--{long}"),
-            }),
+            Some((long, value)) => Some(Raw { value: value.clone(), source: Source::Flag, label: format!("--{long}") }),
             None => self.env_raw(var),
         };
-        self.sources
-            .insert(var, raw.as_ref().map_or(Source::Default, |r| r.source));
+        self.sources.insert(var, raw.as_ref().map_or(Source::Default, |r| r.source));
         raw
     }
 
@@ -917,9 +816,7 @@ impl Resolver<'_> {
         rule: &str,
     ) -> Result<Option<T>, ConfigError> {
         match self.raw(var) {
-            Some(raw) => parse(raw.value.trim())
-                .map(Some)
-                .ok_or_else(|| self.invalid(&raw, rule)),
+            Some(raw) => parse(raw.value.trim()).map(Some).ok_or_else(|| self.invalid(&raw, rule)),
             None => Ok(None),
         }
     }
@@ -930,13 +827,7 @@ impl Resolver<'_> {
 
     /// Like `invalid`, with the value shown as `shown` (redacted for secrets).
     fn invalid_shown(&self, raw: &Raw, shown: &str, rule: &str) -> ConfigError {
-        ConfigError(format!(
-            "{}='{}': {}{}",
-            raw.label,
-            shown.escape_debug(),
-            rule,
-            self.origin(raw.source)
-        ))
+        ConfigError(format!("{}='{}': {}{}", raw.label, shown.escape_debug(), rule, self.origin(raw.source)))
     }
 
     /// Where a `.env` value was set, appended to messages so the operator knows which file to edit.
@@ -952,30 +843,19 @@ impl Resolver<'_> {
     }
 }
 
-fn resolve(
-    r: &mut Resolver<'_>,
-    quiet: bool,
-    verbose: bool,
-    env_file: Option<PathBuf>,
-) -> Result<Config, ConfigError> {
+fn resolve(r: &mut Resolver<'_>, quiet: bool, verbose: bool, env_file: Option<PathBuf>) -> Result<Config, ConfigError> {
     // Legacy names that are deliberately not read (§3.1, §3.3, §3.7).
     if r.is_set("NODE_ENV") {
-        r.infos.push(
-            "NODE_ENV is set but ignored: the server behaves the same in every environment"
-                .to_owned(),
-        );
+        r.infos.push("NODE_ENV is set but ignored: the server behaves the same in every environment".to_owned());
     }
     if r.is_set("JWT_EXPIRES_IN") {
         r.warnings.push(
-            "JWT_EXPIRES_IN is set but ignored, as it was by the legacy server: tokens always last 7 days"
-                .to_owned(),
+            "JWT_EXPIRES_IN is set but ignored, as it was by the legacy server: tokens always last 7 days".to_owned(),
         );
     }
-    for (legacy, replacement) in [
-        ("AUTH_PORT", "PORT"),
-        ("UPLOAD_DIR", "FLUX_UPLOAD_DIR"),
-        ("MAX_FILE_SIZE", "FLUX_UPLOAD_MAX_FILE"),
-    ] {
+    for (legacy, replacement) in
+        [("AUTH_PORT", "PORT"), ("UPLOAD_DIR", "FLUX_UPLOAD_DIR"), ("MAX_FILE_SIZE", "FLUX_UPLOAD_MAX_FILE")]
+    {
         if r.is_set(legacy) {
             r.warnings.push(format!(
                 "{legacy} is set but ignored (the legacy server never used it); use {replacement} instead"
@@ -984,12 +864,7 @@ fn resolve(
     }
 
     // Listener and process.
-    let port = r.value(
-        "PORT",
-        &DEFAULT_PORT.to_string(),
-        |s| s.parse::<u16>().ok(),
-        "must be an integer 0-65535",
-    )?;
+    let port = r.value("PORT", &DEFAULT_PORT.to_string(), |s| s.parse::<u16>().ok(), "must be an integer 0-65535")?;
     let host = r.value(
         "HOST",
         DEFAULT_HOST,
@@ -1003,12 +878,7 @@ fn resolve(
         "must be an IP address or localhost",
     )?;
     let data_dir = path_setting(r, "FLUX_DATA_DIR", DEFAULT_DATA_DIR)?;
-    let static_dir = r.value(
-        "FLUX_STATIC_DIR",
-        DEFAULT_STATIC_DIR,
-        |s| Some(PathBuf::from(s)),
-        "must be a path",
-    )?;
+    let static_dir = r.value("FLUX_STATIC_DIR", DEFAULT_STATIC_DIR, |s| Some(PathBuf::from(s)), "must be a path")?;
     let shutdown_grace = r.value(
         "FLUX_SHUTDOWN_GRACE",
         "10s",
@@ -1070,12 +940,7 @@ fn resolve(
         }
         None => None,
     };
-    let pool_max = r.value(
-        "FLUX_DB_POOL_MAX",
-        "20",
-        int_in(1, 500),
-        "must be an integer 1-500",
-    )? as u32;
+    let pool_max = r.value("FLUX_DB_POOL_MAX", "20", int_in(1, 500), "must be an integer 1-500")? as u32;
     let pool_min = r.value(
         "FLUX_DB_POOL_MIN",
         "0",
@@ -1146,12 +1011,7 @@ fn resolve(
         },
         "must be an integer 1-86400 (seconds) or a whole-second duration such as 5m",
     )?;
-    let store_force = r.value(
-        "FLUX_STORE_FORCE",
-        "0",
-        parse_bool,
-        "must be 1, 0, true or false",
-    )?;
+    let store_force = r.value("FLUX_STORE_FORCE", "0", parse_bool, "must be 1, 0, true or false")?;
     if store_force {
         r.warnings.push(
             "FLUX_STORE_FORCE is on: the start-up store mode wins over the persisted one (meant for recovery only)"
@@ -1162,12 +1022,7 @@ fn resolve(
 
     // Identity.
     let jwt_secret_env = jwt_secret(r)?;
-    let bcrypt_cost = r.value(
-        "FLUX_BCRYPT_COST",
-        "10",
-        int_in(4, 15),
-        "must be an integer 4-15",
-    )? as u32;
+    let bcrypt_cost = r.value("FLUX_BCRYPT_COST", "10", int_in(4, 15), "must be an integer 4-15")? as u32;
     if bcrypt_cost < 10 {
         r.warnings.push(format!(
             "FLUX_BCRYPT_COST={bcrypt_cost} is below 10, the cost of the legacy hashes; meant for tests only"
@@ -1198,24 +1053,12 @@ fn resolve(
         parse_trust_proxy,
         "must be none, loopback or a comma list of CIDRs such as 10.0.0.0/8,fd00::/8",
     )?;
-    let body_limit = r.value(
-        "FLUX_BODY_LIMIT",
-        "10MiB",
-        size_in(KIB, 100 * MIB),
-        "must be a size between 1KiB and 100MiB",
-    )? as usize;
-    let upload_max_file = r.value(
-        "FLUX_UPLOAD_MAX_FILE",
-        "50MiB",
-        size_in(KIB, 4 * GIB),
-        "must be a size between 1KiB and 4GiB",
-    )?;
-    let upload_max_files = r.value(
-        "FLUX_UPLOAD_MAX_FILES",
-        "10",
-        int_in(1, 100),
-        "must be an integer 1-100",
-    )? as usize;
+    let body_limit =
+        r.value("FLUX_BODY_LIMIT", "10MiB", size_in(KIB, 100 * MIB), "must be a size between 1KiB and 100MiB")?
+            as usize;
+    let upload_max_file =
+        r.value("FLUX_UPLOAD_MAX_FILE", "50MiB", size_in(KIB, 4 * GIB), "must be a size between 1KiB and 4GiB")?;
+    let upload_max_files = r.value("FLUX_UPLOAD_MAX_FILES", "10", int_in(1, 100), "must be an integer 1-100")? as usize;
     let upload_dir = match r.raw("FLUX_UPLOAD_DIR") {
         Some(raw) => {
             let path = PathBuf::from(raw.value.trim());
@@ -1225,11 +1068,8 @@ fn resolve(
         None => {
             // A file where the default upload dir would go is as fatal as a bad FLUX_UPLOAD_DIR.
             let path = data_dir.join("uploads");
-            let raw = Raw {
-                value: path.display().to_string(),
-                source: Source::Default,
-                label: "FLUX_UPLOAD_DIR".to_owned(),
-            };
+            let raw =
+                Raw { value: path.display().to_string(), source: Source::Default, label: "FLUX_UPLOAD_DIR".to_owned() };
             check_dir(r, &raw, &path)?;
             path
         }
@@ -1245,10 +1085,8 @@ fn resolve(
         "must be on or off",
     )?;
     if !rate_limit_enabled {
-        r.warnings.push(
-            "FLUX_RATE_LIMIT=off: every rate limiter is disabled (meant for tests and benchmarks)"
-                .to_owned(),
-        );
+        r.warnings
+            .push("FLUX_RATE_LIMIT=off: every rate limiter is disabled (meant for tests and benchmarks)".to_owned());
     }
     let mut rates = BTreeMap::new();
     for &(var, default) in RATE_DEFAULTS {
@@ -1337,16 +1175,9 @@ fn resolve(
     })
 }
 
-fn path_setting(
-    r: &mut Resolver<'_>,
-    var: &'static str,
-    default: &str,
-) -> Result<PathBuf, ConfigError> {
-    let raw = r.raw(var).unwrap_or_else(|| Raw {
-        value: default.to_owned(),
-        source: Source::Default,
-        label: var.to_owned(),
-    });
+fn path_setting(r: &mut Resolver<'_>, var: &'static str, default: &str) -> Result<PathBuf, ConfigError> {
+    let raw =
+        r.raw(var).unwrap_or_else(|| Raw { value: default.to_owned(), source: Source::Default, label: var.to_owned() });
     let path = PathBuf::from(raw.value.trim());
     check_dir(r, &raw, &path)?;
     Ok(path)
@@ -1371,20 +1202,13 @@ fn check_dir(r: &Resolver<'_>, raw: &Raw, path: &Path) -> Result<(), ConfigError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut ancestor = path.parent();
             while let Some(dir) = ancestor {
-                let probe = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
+                let probe = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
                 match std::fs::metadata(probe) {
                     Ok(meta) if meta.is_dir() && writable(probe) => return Ok(()),
                     Ok(_) => {
                         return Err(r.invalid(
                             raw,
-                            &format!(
-                                "cannot be created: {} is not a writable directory",
-                                probe.display()
-                            ),
+                            &format!("cannot be created: {} is not a writable directory", probe.display()),
                         ))
                     }
                     Err(_) => ancestor = dir.parent(),
@@ -1425,26 +1249,15 @@ fn database_url(r: &mut Resolver<'_>) -> Result<(Option<String>, bool), ConfigEr
         return Ok((Some(raw.value.trim().to_owned()), false));
     }
     const DB_VARS: [&str; 5] = ["DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD"];
-    let Some(first_source) = DB_VARS
-        .iter()
-        .find_map(|v| r.env_raw(v).map(|raw| raw.source))
-    else {
+    let Some(first_source) = DB_VARS.iter().find_map(|v| r.env_raw(v).map(|raw| raw.source)) else {
         return Ok((None, false));
     };
     r.sources.insert("DATABASE_URL", first_source);
 
-    let host = r.value(
-        "DB_HOST",
-        "localhost",
-        db_host_for_url,
-        "must be a host name, an IP address or a socket directory",
-    )?;
-    let port = r.value(
-        "DB_PORT",
-        "5432",
-        |s| s.parse::<u16>().ok().filter(|&p| p != 0),
-        "must be an integer 1-65535",
-    )?;
+    let host =
+        r.value("DB_HOST", "localhost", db_host_for_url, "must be a host name, an IP address or a socket directory")?;
+    let port =
+        r.value("DB_PORT", "5432", |s| s.parse::<u16>().ok().filter(|&p| p != 0), "must be an integer 1-65535")?;
     let name = r.value("DB_NAME", "fluxstudio", |s| Some(s.to_owned()), "")?;
     let user = r.raw("DB_USER").map(|raw| raw.value);
     // No flag, never echoed: only whether it is set.
@@ -1459,13 +1272,7 @@ fn database_url(r: &mut Resolver<'_>) -> Result<(Option<String>, bool), ConfigEr
             format!("{}:{}@", percent_encode(&u), percent_encode(&p))
         }
     };
-    Ok((
-        Some(format!(
-            "postgres://{userinfo}{host}:{port}/{}",
-            percent_encode(&name)
-        )),
-        true,
-    ))
+    Ok((Some(format!("postgres://{userinfo}{host}:{port}/{}", percent_encode(&name))), true))
 }
 
 /// The name of the effective user, as libpq would default it.
@@ -1475,15 +1282,7 @@ fn os_user_name() -> Option<String> {
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer refers to a live local of the stated size; getpwuid_r writes only within them.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::geteuid(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwuid_r(libc::geteuid(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
     if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
         return None;
     }
@@ -1502,9 +1301,7 @@ fn db_host_for_url(s: &str) -> Option<String> {
             IpAddr::V4(v4) => v4.to_string(),
         });
     }
-    let ok = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
     ok.then(|| s.to_owned())
 }
 
@@ -1528,9 +1325,7 @@ fn check_postgres_url(r: &mut Resolver<'_>, raw: &Raw) -> Result<(), ConfigError
 }
 
 fn valid_postgres_url(s: &str) -> bool {
-    let Some(rest) =
-        strip_prefix_ci(s, "postgresql://").or_else(|| strip_prefix_ci(s, "postgres://"))
-    else {
+    let Some(rest) = strip_prefix_ci(s, "postgresql://").or_else(|| strip_prefix_ci(s, "postgres://")) else {
         return false;
     };
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -1562,9 +1357,7 @@ fn valid_postgres_url(s: &str) -> bool {
                 None => (hostport, None),
             }
         };
-        let host_ok = host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%'));
+        let host_ok = host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%'));
         let port_ok = port.is_none_or(|p| p.is_empty() || p.parse::<u16>().is_ok_and(|n| n != 0));
         host_ok && port_ok
     })
@@ -1594,10 +1387,7 @@ fn check_ca_cert(r: &Resolver<'_>, raw: &Raw) -> Result<(), ConfigError> {
                 Err(r.invalid(raw, "the file contains no PEM certificate"))
             }
         }
-        Err(e) => Err(r.invalid(
-            raw,
-            &format!("must be a readable PEM file or the PEM text itself ({e})"),
-        )),
+        Err(e) => Err(r.invalid(raw, &format!("must be a readable PEM file or the PEM text itself ({e})"))),
     }
 }
 
@@ -1607,12 +1397,7 @@ fn store_mode(r: &mut Resolver<'_>, database_configured: bool) -> Result<StoreMo
     let explicit = match r.raw("FLUX_STORE") {
         Some(raw) => match StoreMode::parse(&raw.value) {
             Some(mode) => Some((mode, raw)),
-            None => {
-                return Err(r.invalid(
-                    &raw,
-                    "must be one of json, dual-json, dual-postgres, postgres",
-                ))
-            }
+            None => return Err(r.invalid(&raw, "must be one of json, dual-json, dual-postgres, postgres")),
         },
         None => None,
     };
@@ -1650,11 +1435,7 @@ fn store_mode(r: &mut Resolver<'_>, database_configured: bool) -> Result<StoreMo
                     ));
                 }
             }
-            (
-                mode,
-                format!("{}={}", raw.label, raw.value.trim()),
-                raw.source,
-            )
+            (mode, format!("{}={}", raw.label, raw.value.trim()), raw.source)
         }
         (None, Some((mode, pair_text))) => {
             if mode == StoreMode::DualJson && !database_configured {
@@ -1672,10 +1453,7 @@ fn store_mode(r: &mut Resolver<'_>, database_configured: bool) -> Result<StoreMo
     r.sources.insert("FLUX_STORE", source);
 
     if !AVAILABLE_STORE_MODES.contains(&mode) {
-        let available: Vec<String> = AVAILABLE_STORE_MODES
-            .iter()
-            .map(|m| format!("'{m}'"))
-            .collect();
+        let available: Vec<String> = AVAILABLE_STORE_MODES.iter().map(|m| format!("'{m}'")).collect();
         return Err(ConfigError(format!(
             "{label}: store mode '{mode}' is not available yet in this version (only {}){}",
             available.join(", "),
@@ -1697,11 +1475,7 @@ fn describe_pair(use_postgres: Option<bool>, dual_write: Option<bool>) -> String
         Some(v) => format!("{var}={v}"),
         None => format!("{var} unset (legacy default {default})"),
     };
-    format!(
-        "{}, {}",
-        member("USE_POSTGRES", use_postgres, false),
-        member("DUAL_WRITE_ENABLED", dual_write, true)
-    )
+    format!("{}, {}", member("USE_POSTGRES", use_postgres, false), member("DUAL_WRITE_ENABLED", dual_write, true))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -1721,9 +1495,7 @@ fn jwt_secret(r: &mut Resolver<'_>) -> Result<Option<String>, ConfigError> {
     };
     let origin = r.origin(raw.source);
     if let Some(why) = weak_secret_reason(&raw.value) {
-        return Err(ConfigError(format!(
-            "JWT_SECRET is too weak: {why}{origin}; {SECRET_ADVICE}"
-        )));
+        return Err(ConfigError(format!("JWT_SECRET is too weak: {why}{origin}; {SECRET_ADVICE}")));
     }
     Ok(Some(raw.value))
 }
@@ -1751,19 +1523,14 @@ fn weak_secret_reason(secret: &str) -> Option<String> {
         }
     }
     if secret.len() < 32 {
-        return Some(format!(
-            "it is {} bytes long, at least 32 are required",
-            secret.len()
-        ));
+        return Some(format!("it is {} bytes long, at least 32 are required", secret.len()));
     }
     None
 }
 
 fn cors_origins(r: &mut Resolver<'_>) -> Result<Vec<String>, ConfigError> {
     let raw = r.raw("CORS_ORIGINS");
-    let text = raw
-        .as_ref()
-        .map_or(DEFAULT_CORS_ORIGINS, |raw| raw.value.as_str());
+    let text = raw.as_ref().map_or(DEFAULT_CORS_ORIGINS, |raw| raw.value.as_str());
     // The default list is valid, so errors always concern a given value; the fallback only
     // satisfies the types.
     let raw = raw.clone().unwrap_or_else(|| Raw {
@@ -1775,10 +1542,9 @@ fn cors_origins(r: &mut Resolver<'_>) -> Result<Vec<String>, ConfigError> {
     let mut origins: Vec<String> = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         if entry == "*" {
-            return Err(r.invalid(
-                raw,
-                "'*' is not allowed because the API allows credentials; list the origins explicitly",
-            ));
+            return Err(
+                r.invalid(raw, "'*' is not allowed because the API allows credentials; list the origins explicitly")
+            );
         }
         let origin = match entry.strip_suffix('/') {
             Some(stripped) => {
@@ -1791,10 +1557,7 @@ fn cors_origins(r: &mut Resolver<'_>) -> Result<Vec<String>, ConfigError> {
             None => entry,
         };
         if !valid_origin(origin) {
-            return Err(r.invalid(
-                raw,
-                &format!("entry '{entry}' is not of the form scheme://host[:port]"),
-            ));
+            return Err(r.invalid(raw, &format!("entry '{entry}' is not of the form scheme://host[:port]")));
         }
         if !origins.iter().any(|o| o == origin) {
             origins.push(origin.to_owned());
@@ -1808,9 +1571,7 @@ fn valid_origin(s: &str) -> bool {
         return false;
     };
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     scheme_ok && valid_host_port(rest)
 }
 
@@ -1836,18 +1597,9 @@ fn valid_host_port(s: &str) -> bool {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         };
-        (
-            !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
-            port,
-        )
+        (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')), port)
     };
-    host_ok
-        && port.is_none_or(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok()
-        })
+    host_ok && port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok())
 }
 
 fn valid_jwks_url(s: &str) -> bool {
@@ -1872,8 +1624,7 @@ fn valid_jwks_url(s: &str) -> bool {
         Some(inner) => inner.split(']').next().unwrap_or(""),
         None => authority.split(':').next().unwrap_or(""),
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn parse_trust_proxy(s: &str) -> Option<TrustProxy> {
@@ -1911,19 +1662,11 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
     match (canonical_ip(net), ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,
@@ -1937,14 +1680,11 @@ fn parse_rate(s: &str) -> Option<Option<(u32, Duration)>> {
     let (n, window) = s.split_once('/')?;
     let n: u32 = n.trim().parse().ok()?;
     let window = parse_duration(window)?;
-    ((1..=1_000_000).contains(&n) && window >= secs(1) && window <= hours(24))
-        .then_some(Some((n, window)))
+    ((1..=1_000_000).contains(&n) && window >= secs(1) && window <= hours(24)).then_some(Some((n, window)))
 }
 
 fn valid_instance_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// A syntax check of tracing's `EnvFilter` directives (`level`, `target`, `target=level`,
@@ -1953,18 +1693,7 @@ fn valid_log_filter(s: &str) -> bool {
     fn is_level(l: &str) -> bool {
         matches!(
             l.to_ascii_lowercase().as_str(),
-            "trace"
-                | "debug"
-                | "info"
-                | "warn"
-                | "error"
-                | "off"
-                | "0"
-                | "1"
-                | "2"
-                | "3"
-                | "4"
-                | "5"
+            "trace" | "debug" | "info" | "warn" | "error" | "off" | "0" | "1" | "2" | "3" | "4" | "5"
         )
     }
     s.split(',').map(str::trim).all(|directive| {
@@ -1987,10 +1716,8 @@ fn valid_log_filter(s: &str) -> bool {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len()
-        && s.is_char_boundary(prefix.len())
-        && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-    .then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len() && s.is_char_boundary(prefix.len()) && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
 }
 
 /// Percent-encodes everything except RFC 3986 unreserved characters.
@@ -2136,9 +1863,8 @@ pub fn resolve_jwt_secret(cfg: &Config) -> Result<(String, Source, Vec<String>),
     let shown = path.display();
     let secret = match std::fs::read(&path) {
         Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| {
-                ConfigError(format!("{shown}: the JWT secret file is not valid UTF-8"))
-            })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ConfigError(format!("{shown}: the JWT secret file is not valid UTF-8")))?;
             let secret = text.lines().next().unwrap_or("").to_owned();
             if secret.len() < 32 {
                 return Err(ConfigError(format!(
@@ -2148,9 +1874,7 @@ pub fn resolve_jwt_secret(cfg: &Config) -> Result<(String, Source, Vec<String>),
                     secret.len()
                 )));
             }
-            let mode = std::fs::metadata(&path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o077 != 0 {
                 warnings.push(format!(
                     "{shown} is accessible by group or others (mode {:04o}); run `chmod 600 {shown}`",
@@ -2160,23 +1884,12 @@ pub fn resolve_jwt_secret(cfg: &Config) -> Result<(String, Source, Vec<String>),
             secret
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-                ConfigError(format!(
-                    "cannot create the data dir {}: {e}",
-                    cfg.data_dir.display()
-                ))
-            })?;
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| ConfigError(format!("cannot create the data dir {}: {e}", cfg.data_dir.display())))?;
             let secret = hex::encode(rand::random::<[u8; 32]>());
-            let tmp = cfg.data_dir.join(format!(
-                ".{JWT_SECRET_FILE}.tmp-{}",
-                hex::encode(rand::random::<[u8; 6]>())
-            ));
+            let tmp = cfg.data_dir.join(format!(".{JWT_SECRET_FILE}.tmp-{}", hex::encode(rand::random::<[u8; 6]>())));
             let write = || -> std::io::Result<()> {
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
                 // The umask cannot widen 0600, but an unusual one could narrow it below what we
                 // need to read.
                 file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -2190,9 +1903,7 @@ pub fn resolve_jwt_secret(cfg: &Config) -> Result<(String, Source, Vec<String>),
             };
             if let Err(e) = write() {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(ConfigError(format!(
-                    "cannot write the JWT secret file {shown}: {e}"
-                )));
+                return Err(ConfigError(format!("cannot write the JWT secret file {shown}: {e}")));
             }
             warnings.push(format!(
                 "JWT_SECRET is not set: generated a new secret and stored it in {shown}; keep this file (deleting \
@@ -2200,11 +1911,7 @@ pub fn resolve_jwt_secret(cfg: &Config) -> Result<(String, Source, Vec<String>),
             ));
             secret
         }
-        Err(e) => {
-            return Err(ConfigError(format!(
-                "cannot read the JWT secret file {shown}: {e}"
-            )))
-        }
+        Err(e) => return Err(ConfigError(format!("cannot read the JWT secret file {shown}: {e}"))),
     };
     if cfg.store_mode == StoreMode::Postgres {
         warnings.push(format!(
@@ -2228,16 +1935,9 @@ impl Config {
     /// Creates the data and upload directories (configuration.md §9: missing directories are
     /// created at start-up).
     pub fn create_dirs(&self) -> Result<(), ConfigError> {
-        for (var, dir) in [
-            ("FLUX_DATA_DIR", &self.data_dir),
-            ("FLUX_UPLOAD_DIR", &self.upload_dir),
-        ] {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                ConfigError(format!(
-                    "{var}='{}': cannot create the directory: {e}",
-                    dir.display()
-                ))
-            })?;
+        for (var, dir) in [("FLUX_DATA_DIR", &self.data_dir), ("FLUX_UPLOAD_DIR", &self.upload_dir)] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ConfigError(format!("{var}='{}': cannot create the directory: {e}", dir.display())))?;
         }
         Ok(())
     }
@@ -2249,11 +1949,7 @@ impl Config {
         let s = |var: &str| self.source(var);
         let mut lines = vec![
             format!("fluxstudio {}", env!("CARGO_PKG_VERSION")),
-            format!(
-                "instance id: {} ({})",
-                self.instance_id,
-                s("FLUX_INSTANCE_ID")
-            ),
+            format!("instance id: {} ({})", self.instance_id, s("FLUX_INSTANCE_ID")),
         ];
 
         lines.push(format!(
@@ -2279,10 +1975,7 @@ impl Config {
                 "metrics listener: {addr} ({}); /metrics is not served on the main port",
                 s("FLUX_METRICS_ADDR")
             ),
-            None => {
-                "metrics listener: none (default); /metrics on the main port for loopback clients"
-                    .to_owned()
-            }
+            None => "metrics listener: none (default); /metrics on the main port for loopback clients".to_owned(),
         });
         lines.push(format!(
             "data dir: {} ({}); .env file: {}",
@@ -2298,10 +1991,7 @@ impl Config {
             self.store_mode,
             s("FLUX_STORE"),
             if self.store_force {
-                format!(
-                    ", forced over the persisted mode ({})",
-                    s("FLUX_STORE_FORCE")
-                )
+                format!(", forced over the persisted mode ({})", s("FLUX_STORE_FORCE"))
             } else {
                 String::new()
             },
@@ -2316,18 +2006,10 @@ impl Config {
                     "database: {} ({}{})",
                     redact_url(url),
                     s("DATABASE_URL"),
-                    if self.database_url_assembled {
-                        ", assembled from DB_*"
-                    } else {
-                        ""
-                    }
+                    if self.database_url_assembled { ", assembled from DB_*" } else { "" }
                 );
                 if self.database_url_assembled {
-                    line.push_str(if self.db_password_set {
-                        ", DB_PASSWORD set"
-                    } else {
-                        ", DB_PASSWORD unset"
-                    });
+                    line.push_str(if self.db_password_set { ", DB_PASSWORD set" } else { ", DB_PASSWORD unset" });
                 }
                 if self.database_ca_cert.is_some() {
                     line.push_str(&format!("; CA certificate set ({})", s("DATABASE_CA_CERT")));
@@ -2340,11 +2022,7 @@ impl Config {
             None => "database: not configured".to_owned(),
         });
         lines.push(match &self.database_read_url {
-            Some(url) => format!(
-                "read replica: {} ({})",
-                redact_url(url),
-                s("DATABASE_READ_URL")
-            ),
+            Some(url) => format!("read replica: {} ({})", redact_url(url), s("DATABASE_READ_URL")),
             None => "read replica: not configured".to_owned(),
         });
         let p = &self.db_pool;
@@ -2359,11 +2037,7 @@ impl Config {
             s("FLUX_DB_IDLE_TIMEOUT"),
             fmt_duration(p.acquire_timeout),
             s("FLUX_DB_ACQUIRE_TIMEOUT"),
-            if p.statement_timeout.is_zero() {
-                "off".to_owned()
-            } else {
-                fmt_duration(p.statement_timeout)
-            },
+            if p.statement_timeout.is_zero() { "off".to_owned() } else { fmt_duration(p.statement_timeout) },
             s("FLUX_DB_STATEMENT_TIMEOUT"),
             fmt_duration(p.max_lifetime),
             s("FLUX_DB_MAX_LIFETIME"),
@@ -2383,11 +2057,7 @@ impl Config {
             }
             (None, None) => format!("from {} (generated if missing)", secret_file.display()),
         };
-        lines.push(format!(
-            "JWT secret: {jwt_text}; bcrypt cost {} ({})",
-            self.bcrypt_cost,
-            s("FLUX_BCRYPT_COST")
-        ));
+        lines.push(format!("JWT secret: {jwt_text}; bcrypt cost {} ({})", self.bcrypt_cost, s("FLUX_BCRYPT_COST")));
         lines.push(if self.google_client_ids.is_empty() {
             "Google sign-in: disabled, GOOGLE_CLIENT_ID unset (default)".to_owned()
         } else {
@@ -2401,11 +2071,7 @@ impl Config {
         });
         lines.push(format!(
             "CORS: origins {} ({}); trusted proxies {} ({})",
-            if self.cors_origins.is_empty() {
-                "none".to_owned()
-            } else {
-                self.cors_origins.join(", ")
-            },
+            if self.cors_origins.is_empty() { "none".to_owned() } else { self.cors_origins.join(", ") },
             s("CORS_ORIGINS"),
             self.trust_proxy,
             s("FLUX_TRUST_PROXY"),
@@ -2413,10 +2079,7 @@ impl Config {
         let rates: Vec<String> = RATE_DEFAULTS
             .iter()
             .map(|(var, _)| {
-                let name = var
-                    .trim_start_matches("FLUX_RATE_")
-                    .to_ascii_lowercase()
-                    .replace('_', " ");
+                let name = var.trim_start_matches("FLUX_RATE_").to_ascii_lowercase().replace('_', " ");
                 let value = match self.rates.get(*var).copied().flatten() {
                     Some((n, window)) => format!("{n}/{}", fmt_duration(window)),
                     None => "off".to_owned(),
@@ -2458,12 +2121,7 @@ pub fn fmt_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".to_owned();
     }
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -2491,14 +2149,8 @@ mod tests {
     use crate::cli::{Command, UserCommand};
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Parsed, ParseFailure> {
-        let argv = std::iter::once("fluxstudio")
-            .chain(args.iter().copied())
-            .map(OsString::from)
-            .collect();
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let argv = std::iter::once("fluxstudio").chain(args.iter().copied()).map(OsString::from).collect();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse_with_env(argv, &env, true)
     }
 
@@ -2549,14 +2201,7 @@ mod tests {
         assert_eq!(c.bcrypt_cost, 10);
         assert!(c.google_client_ids.is_empty());
         assert_eq!(c.google_jwks_url, DEFAULT_GOOGLE_JWKS_URL);
-        assert_eq!(
-            c.cors_origins,
-            vec![
-                "http://localhost:3000",
-                "http://localhost:5173",
-                "https://fluxstudio.art"
-            ]
-        );
+        assert_eq!(c.cors_origins, vec!["http://localhost:3000", "http://localhost:5173", "https://fluxstudio.art"]);
         assert_eq!(c.body_limit, 10 * 1024 * 1024);
         assert_eq!(c.upload_max_file, 50 * 1024 * 1024);
         assert_eq!(c.upload_max_files, 10);
@@ -2595,27 +2240,15 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_dotenv_beats_default() {
         let dir = tempfile::tempdir().unwrap();
-        let file = write_env(
-            &dir,
-            "PORT=1111\nHOST=127.0.0.1\nFLUX_BCRYPT_COST=11\nFLUX_LOG_FORMAT=json\n",
-        );
+        let file = write_env(&dir, "PORT=1111\nHOST=127.0.0.1\nFLUX_BCRYPT_COST=11\nFLUX_LOG_FORMAT=json\n");
         let env = [("PORT", "2222"), ("HOST", "::1")];
         let p = run(&["--env-file", &file, "serve", "--port", "3333"], &env).unwrap();
         let c = &p.config;
         assert_eq!((c.port, c.source("PORT")), (3333, Source::Flag));
         assert_eq!((c.host.as_str(), c.source("HOST")), ("::1", Source::Env));
-        assert_eq!(
-            (c.bcrypt_cost, c.source("FLUX_BCRYPT_COST")),
-            (11, Source::DotEnv)
-        );
-        assert_eq!(
-            (c.log_format, c.source("FLUX_LOG_FORMAT")),
-            (LogFormat::Json, Source::DotEnv)
-        );
-        assert_eq!(
-            (c.shutdown_grace, c.source("FLUX_SHUTDOWN_GRACE")),
-            (secs(10), Source::Default)
-        );
+        assert_eq!((c.bcrypt_cost, c.source("FLUX_BCRYPT_COST")), (11, Source::DotEnv));
+        assert_eq!((c.log_format, c.source("FLUX_LOG_FORMAT")), (LogFormat::Json, Source::DotEnv));
+        assert_eq!((c.shutdown_grace, c.source("FLUX_SHUTDOWN_GRACE")), (secs(10), Source::Default));
         assert_eq!(c.source("FLUX_ENV_FILE"), Source::Flag);
         assert_eq!(c.env_file.as_deref(), Some(Path::new(&file)));
 
@@ -2639,37 +2272,12 @@ mod tests {
 
     #[test]
     fn global_flags_work_after_the_subcommand_and_env_reaches_user_commands() {
-        let c = cfg(
-            &[
-                "user",
-                "grant-admin",
-                "a@example.com",
-                "--data-dir",
-                "/tmp/x",
-            ],
-            &[("FLUX_BCRYPT_COST", "12")],
-        );
+        let c = cfg(&["user", "grant-admin", "a@example.com", "--data-dir", "/tmp/x"], &[("FLUX_BCRYPT_COST", "12")]);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.source("FLUX_DATA_DIR"), Source::Flag);
         assert_eq!(c.bcrypt_cost, 12);
-        let p = run(
-            &[
-                "--no-env-file",
-                "user",
-                "create",
-                "--email",
-                "a@b.c",
-                "--name",
-                "A",
-                "--admin",
-            ],
-            &[],
-        )
-        .unwrap();
-        assert!(matches!(
-            p.cli.command,
-            Some(Command::User(UserCommand::Create { admin: true, .. }))
-        ));
+        let p = run(&["--no-env-file", "user", "create", "--email", "a@b.c", "--name", "A", "--admin"], &[]).unwrap();
+        assert!(matches!(p.cli.command, Some(Command::User(UserCommand::Create { admin: true, .. }))));
     }
 
     #[test]
@@ -2689,107 +2297,54 @@ mod tests {
                 Err(ParseFailure::Clap(e)) => panic!("{flag}: {e}"),
             }
         }
-        assert!(serve.get_arguments().all(|a| a
-            .get_env()
-            .is_none_or(|v| v != "JWT_SECRET" && v != "DB_PASSWORD")));
+        assert!(serve.get_arguments().all(|a| a.get_env().is_none_or(|v| v != "JWT_SECRET" && v != "DB_PASSWORD")));
     }
 
     #[test]
     fn legacy_pair_rows() {
         let db = ("DATABASE_URL", "postgres://flux@localhost/flux");
         // false/false -> json.
-        let c = cfg(
-            &[],
-            &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "FALSE")],
-        );
-        assert_eq!(
-            (c.store_mode, c.source("FLUX_STORE")),
-            (StoreMode::Json, Source::LegacyPair)
-        );
+        let c = cfg(&[], &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "FALSE")]);
+        assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::Json, Source::LegacyPair));
         // false/true -> dual-json: refused with a database, json + warning without one.
-        let e = err(
-            &[],
-            &[("USE_POSTGRES", "0"), ("DUAL_WRITE_ENABLED", "1"), db],
-        );
-        assert!(
-            e.contains("store mode 'dual-json' is not available yet"),
-            "{e}"
-        );
-        assert!(
-            e.contains("USE_POSTGRES=false, DUAL_WRITE_ENABLED=true"),
-            "{e}"
-        );
-        let c = cfg(
-            &[],
-            &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "true")],
-        );
+        let e = err(&[], &[("USE_POSTGRES", "0"), ("DUAL_WRITE_ENABLED", "1"), db]);
+        assert!(e.contains("store mode 'dual-json' is not available yet"), "{e}");
+        assert!(e.contains("USE_POSTGRES=false, DUAL_WRITE_ENABLED=true"), "{e}");
+        let c = cfg(&[], &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "true")]);
         assert_eq!(c.store_mode, StoreMode::Json);
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("means dual-json") && w.contains("running json")));
+        assert!(c.warnings.iter().any(|w| w.contains("means dual-json") && w.contains("running json")));
         // true/true -> dual-postgres; true/false -> postgres.
-        let e = err(
-            &[],
-            &[("USE_POSTGRES", "True"), ("DUAL_WRITE_ENABLED", "TRUE"), db],
-        );
+        let e = err(&[], &[("USE_POSTGRES", "True"), ("DUAL_WRITE_ENABLED", "TRUE"), db]);
         assert!(e.contains("'dual-postgres' is not available yet"), "{e}");
-        let e = err(
-            &[],
-            &[("USE_POSTGRES", "1"), ("DUAL_WRITE_ENABLED", "0"), db],
-        );
+        let e = err(&[], &[("USE_POSTGRES", "1"), ("DUAL_WRITE_ENABLED", "0"), db]);
         assert!(e.contains("'postgres' is not available yet"), "{e}");
         // A missing member takes the legacy default: USE_POSTGRES false, DUAL_WRITE_ENABLED true.
         let c = cfg(&[], &[("DUAL_WRITE_ENABLED", "true")]);
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("USE_POSTGRES unset (legacy default false)")));
+        assert!(c.warnings.iter().any(|w| w.contains("USE_POSTGRES unset (legacy default false)")));
         let e = err(&[], &[("USE_POSTGRES", "true"), db]);
-        assert!(
-            e.contains("DUAL_WRITE_ENABLED unset (legacy default true)"),
-            "{e}"
-        );
+        assert!(e.contains("DUAL_WRITE_ENABLED unset (legacy default true)"), "{e}");
         assert!(e.contains("'dual-postgres'"), "{e}");
         // Pair -> dual-json with DB_* configured counts as a database.
         let e = err(&[], &[("DUAL_WRITE_ENABLED", "true"), ("DB_HOST", "db")]);
         assert!(e.contains("'dual-json' is not available yet"), "{e}");
         // Booleans other than true/false/1/0 are errors, even when FLUX_STORE decides.
         let e = err(&[], &[("USE_POSTGRES", "yes"), ("FLUX_STORE", "json")]);
-        assert_eq!(
-            e,
-            "USE_POSTGRES='yes': must be true, false, 1 or 0 (any case)"
-        );
+        assert_eq!(e, "USE_POSTGRES='yes': must be true, false, 1 or 0 (any case)");
     }
 
     #[test]
     fn flux_store_wins_over_the_pair_with_a_warning() {
-        let c = cfg(
-            &[],
-            &[
-                ("FLUX_STORE", "json"),
-                ("USE_POSTGRES", "true"),
-                ("DUAL_WRITE_ENABLED", "true"),
-            ],
-        );
-        assert_eq!(
-            (c.store_mode, c.source("FLUX_STORE")),
-            (StoreMode::Json, Source::Env)
-        );
+        let c = cfg(&[], &[("FLUX_STORE", "json"), ("USE_POSTGRES", "true"), ("DUAL_WRITE_ENABLED", "true")]);
+        assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::Json, Source::Env));
         assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.contains("FLUX_STORE=json wins over the legacy pair")
-                    && w.contains("USE_POSTGRES=true, DUAL_WRITE_ENABLED=true")
-                    && w.contains("dual-postgres")),
+            c.warnings.iter().any(|w| w.contains("FLUX_STORE=json wins over the legacy pair")
+                && w.contains("USE_POSTGRES=true, DUAL_WRITE_ENABLED=true")
+                && w.contains("dual-postgres")),
             "{:?}",
             c.warnings
         );
         // Agreement is silent.
-        let c = cfg(
-            &["--store", "json"],
-            &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "false")],
-        );
+        let c = cfg(&["--store", "json"], &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "false")]);
         assert_eq!(c.source("FLUX_STORE"), Source::Flag);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
@@ -2802,20 +2357,14 @@ mod tests {
             "FLUX_STORE=postgres: store mode 'postgres' is not available yet in this version (only 'json')"
         );
         let e = err(&["--store", "dual-json"], &[db]);
-        assert!(
-            e.starts_with("--store=dual-json: store mode 'dual-json' is not available yet"),
-            "{e}"
-        );
+        assert!(e.starts_with("--store=dual-json: store mode 'dual-json' is not available yet"), "{e}");
         // Refused even without a database: availability is the first reason given.
         let e = err(&[], &[("FLUX_STORE", "dual-postgres")]);
         assert!(e.contains("not available yet"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = write_env(&dir, "FLUX_STORE=postgres\n");
         let e = err_of(run(&["--env-file", &file], &[db]));
-        assert!(
-            e.starts_with("FLUX_STORE=postgres: store mode 'postgres' is not available yet"),
-            "{e}"
-        );
+        assert!(e.starts_with("FLUX_STORE=postgres: store mode 'postgres' is not available yet"), "{e}");
         assert!(e.contains(&file), "{e}");
         assert_eq!(
             err(&[], &[("FLUX_STORE", "mongo")]),
@@ -2825,21 +2374,13 @@ mod tests {
 
     #[test]
     fn invalid_values_name_variable_value_and_rule() {
-        assert_eq!(
-            err(&[], &[("PORT", "abc")]),
-            "PORT='abc': must be an integer 0-65535"
-        );
-        assert_eq!(
-            err(&["serve", "--port", "70000"], &[]),
-            "--port='70000': must be an integer 0-65535"
-        );
+        assert_eq!(err(&[], &[("PORT", "abc")]), "PORT='abc': must be an integer 0-65535");
+        assert_eq!(err(&["serve", "--port", "70000"], &[]), "--port='70000': must be an integer 0-65535");
         assert_eq!(cfg(&[], &[("PORT", "0")]).port, 0);
         assert!(err(&[], &[("HOST", "example.com")]).starts_with("HOST='example.com': "));
         assert!(err(&[], &[("FLUX_BCRYPT_COST", "16")]).contains("4-15"));
         assert!(err(&[], &[("FLUX_SHUTDOWN_GRACE", "6m")]).starts_with("FLUX_SHUTDOWN_GRACE='6m'"));
-        assert!(
-            err(&[], &[("FLUX_REQUEST_TIMEOUT", "30")]).starts_with("FLUX_REQUEST_TIMEOUT='30'")
-        );
+        assert!(err(&[], &[("FLUX_REQUEST_TIMEOUT", "30")]).starts_with("FLUX_REQUEST_TIMEOUT='30'"));
         assert!(err(&[], &[("FLUX_BODY_LIMIT", "200MiB")]).starts_with("FLUX_BODY_LIMIT='200MiB'"));
         assert!(err(&[], &[("FLUX_LOG_FORMAT", "xml")]).contains("text or json"));
         assert!(err(&[], &[("FLUX_RATE_LOGIN", "0/15m")]).starts_with("FLUX_RATE_LOGIN='0/15m'"));
@@ -2850,9 +2391,7 @@ mod tests {
         assert!(err(&[], &[("FLUX_RATE_LIMIT", "maybe")]).contains("on or off"));
         assert!(err(&[], &[("RUST_LOG", "fluxstudio=loud")]).starts_with("RUST_LOG="));
         assert!(err(&[], &[("FLUX_TRUST_PROXY", "10.0.0.0/33")]).starts_with("FLUX_TRUST_PROXY="));
-        assert!(
-            err(&[], &[("FLUX_GOOGLE_JWKS_URL", "http://example.com/keys")]).contains("loopback")
-        );
+        assert!(err(&[], &[("FLUX_GOOGLE_JWKS_URL", "http://example.com/keys")]).contains("loopback"));
         assert!(err(&[], &[("GOOGLE_CLIENT_ID", "a,,b")]).starts_with("GOOGLE_CLIENT_ID="));
         let e = err(&[], &[("FLUX_METRICS_ADDR", "0.0.0.0:3001")]);
         assert!(e.contains("must differ from HOST:PORT"), "{e}");
@@ -2877,10 +2416,7 @@ mod tests {
                 ("FLUX_UPLOAD_MAX_FILE", "5MB"),
                 ("FLUX_DB_STATEMENT_TIMEOUT", "0"),
                 ("HOST", "LOCALHOST"),
-                (
-                    "RUST_LOG",
-                    "info,fluxstudio=debug,tower_http[req{id=1}]=trace",
-                ),
+                ("RUST_LOG", "info,fluxstudio=debug,tower_http[req{id=1}]=trace"),
                 ("NODE_ENV", "production"),
                 ("JWT_EXPIRES_IN", "1h"),
                 ("UPLOAD_DIR", "/srv/up"),
@@ -2900,10 +2436,7 @@ mod tests {
         assert_eq!(c.infos.len(), 1);
         assert!(c.infos[0].contains("NODE_ENV"));
         assert!(c.warnings.iter().any(|w| w.contains("JWT_EXPIRES_IN")));
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("UPLOAD_DIR") && w.contains("FLUX_UPLOAD_DIR")));
+        assert!(c.warnings.iter().any(|w| w.contains("UPLOAD_DIR") && w.contains("FLUX_UPLOAD_DIR")));
         assert!(c.warnings.iter().any(|w| w.contains("FLUX_RATE_LIMIT=off")));
         assert_eq!(cfg(&["-v"], &[("RUST_LOG", "warn")]).rust_log, "debug");
         assert_eq!(cfg(&["-q"], &[]).rust_log, "warn");
@@ -2911,10 +2444,7 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let c = cfg(
-            &[],
-            &[("PORT", ""), ("DATABASE_URL", ""), ("JWT_SECRET", "")],
-        );
+        let c = cfg(&[], &[("PORT", ""), ("DATABASE_URL", ""), ("JWT_SECRET", "")]);
         assert_eq!(c.port, 3001);
         assert_eq!(c.database_url, None);
         assert_eq!(c.jwt_secret_env, None);
@@ -2924,28 +2454,10 @@ mod tests {
     fn cors_rules() {
         let e = err(&[], &[("CORS_ORIGINS", "*")]);
         assert!(e.starts_with("CORS_ORIGINS='*': "), "{e}");
-        let c = cfg(
-            &[],
-            &[(
-                "CORS_ORIGINS",
-                " https://a.example/ ,, http://localhost:3000,capacitor://localhost",
-            )],
-        );
-        assert_eq!(
-            c.cors_origins,
-            [
-                "https://a.example",
-                "http://localhost:3000",
-                "capacitor://localhost"
-            ]
-        );
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("'https://a.example/'")));
-        assert!(
-            err(&[], &[("CORS_ORIGINS", "https://a.example/app")]).contains("scheme://host[:port]")
-        );
+        let c = cfg(&[], &[("CORS_ORIGINS", " https://a.example/ ,, http://localhost:3000,capacitor://localhost")]);
+        assert_eq!(c.cors_origins, ["https://a.example", "http://localhost:3000", "capacitor://localhost"]);
+        assert!(c.warnings.iter().any(|w| w.contains("'https://a.example/'")));
+        assert!(err(&[], &[("CORS_ORIGINS", "https://a.example/app")]).contains("scheme://host[:port]"));
         assert!(err(&[], &[("CORS_ORIGINS", "a.example")]).contains("scheme://host[:port]"));
     }
 
@@ -2953,43 +2465,20 @@ mod tests {
     fn database_url_from_db_vars_and_password_warnings() {
         let c = cfg(
             &[],
-            &[
-                ("DB_HOST", "db.internal"),
-                ("DB_USER", "flux"),
-                ("DB_PASSWORD", "p@ss:w/rd$"),
-                ("DB_NAME", "app"),
-            ],
+            &[("DB_HOST", "db.internal"), ("DB_USER", "flux"), ("DB_PASSWORD", "p@ss:w/rd$"), ("DB_NAME", "app")],
         );
-        assert_eq!(
-            c.database_url.as_deref(),
-            Some("postgres://flux:p%40ss%3Aw%2Frd%24@db.internal:5432/app")
-        );
+        assert_eq!(c.database_url.as_deref(), Some("postgres://flux:p%40ss%3Aw%2Frd%24@db.internal:5432/app"));
         assert!(c.database_url_assembled && c.db_password_set);
         assert_eq!(c.source("DATABASE_URL"), Source::Env);
         let c = cfg(&[], &[("DB_HOST", "::1")]);
-        assert_eq!(
-            c.database_url.as_deref(),
-            Some("postgres://[::1]:5432/fluxstudio")
-        );
+        assert_eq!(c.database_url.as_deref(), Some("postgres://[::1]:5432/fluxstudio"));
         // DATABASE_URL wins over DB_*.
-        let c = cfg(
-            &[],
-            &[
-                ("DATABASE_URL", "postgresql://a@h:5433/d?sslmode=require"),
-                ("DB_HOST", "x"),
-            ],
-        );
-        assert_eq!(
-            c.database_url.as_deref(),
-            Some("postgresql://a@h:5433/d?sslmode=require")
-        );
+        let c = cfg(&[], &[("DATABASE_URL", "postgresql://a@h:5433/d?sslmode=require"), ("DB_HOST", "x")]);
+        assert_eq!(c.database_url.as_deref(), Some("postgresql://a@h:5433/d?sslmode=require"));
         assert!(!c.database_url_assembled);
         // A password on the command line is visible to other users.
         let c = cfg(&["--database-url", "postgres://a:secret@h/d"], &[]);
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("--database-url contains a password")));
+        assert!(c.warnings.iter().any(|w| w.contains("--database-url contains a password")));
         assert!(c.warnings.iter().all(|w| !w.contains("secret@")));
         let c = cfg(&[], &[("DATABASE_URL", "postgres://a:secret@h/d")]);
         assert!(c.warnings.is_empty());
@@ -3010,20 +2499,13 @@ mod tests {
             assert!(!e.contains(weak), "{e}");
         }
         assert!(err(&[], &[("JWT_SECRET", "short")]).contains("5 bytes"));
-        assert!(err(
-            &[],
-            &[("JWT_SECRET", "your-secret-key-change-in-production")]
-        )
-        .contains("placeholder"));
+        assert!(err(&[], &[("JWT_SECRET", "your-secret-key-change-in-production")]).contains("placeholder"));
         assert!(err(&[], &[("JWT_SECRET", &"x".repeat(40))]).contains("repeated"));
         let c = cfg(&[], &[("JWT_SECRET", GOOD_SECRET)]);
         assert_eq!(c.jwt_secret_env.as_deref(), Some(GOOD_SECRET));
         assert_eq!(c.source("JWT_SECRET"), Source::Env);
         assert!(!format!("{c:?}").contains(GOOD_SECRET));
-        assert!(c
-            .report_lines(None)
-            .iter()
-            .all(|l| !l.contains(GOOD_SECRET)));
+        assert!(c.report_lines(None).iter().all(|l| !l.contains(GOOD_SECRET)));
     }
 
     #[test]
@@ -3036,9 +2518,7 @@ mod tests {
         let p = run(&["--env-file", &file], &[]).unwrap();
         assert_eq!(p.config.port, 4000);
         assert_eq!(p.config.source("PORT"), Source::DotEnv);
-        assert!(p
-            .dotenv
-            .contains(&("DB_PASSWORD".to_owned(), "pa$$word".to_owned())));
+        assert!(p.dotenv.contains(&("DB_PASSWORD".to_owned(), "pa$$word".to_owned())));
         assert_eq!(p.config.google_client_ids, ["a"]);
         assert_eq!(p.config.cors_origins, ["http://x.example"]);
         assert_eq!(p.config.rust_log, "info");
@@ -3051,12 +2531,7 @@ mod tests {
         ] {
             let file = write_env(&dir, text);
             let e = err_of(run(&["--env-file", &file], &[]));
-            assert!(
-                e.starts_with(&format!(
-                    "{file}:{line}: the value of DB_PASSWORD contains '$'"
-                )),
-                "{e}"
-            );
+            assert!(e.starts_with(&format!("{file}:{line}: the value of DB_PASSWORD contains '$'")), "{e}");
             assert!(e.contains("single quotes") && !e.contains("word"), "{e}");
         }
     }
@@ -3072,10 +2547,7 @@ mod tests {
         ] {
             let file = write_env(&dir, text);
             let e = err_of(run(&["--env-file", &file], &[]));
-            assert!(
-                e.starts_with(&format!("{file}:{line}: cannot parse this line")),
-                "{text:?}: {e}"
-            );
+            assert!(e.starts_with(&format!("{file}:{line}: cannot parse this line")), "{text:?}: {e}");
             assert!(!e.contains("abc def"), "{e}");
         }
     }
@@ -3086,10 +2558,7 @@ mod tests {
         let missing = dir.path().join("nope.env");
         let missing = missing.to_str().unwrap();
         let e = err_of(run(&["--env-file", missing], &[]));
-        assert_eq!(
-            e,
-            format!("--env-file='{missing}': the .env file does not exist")
-        );
+        assert_eq!(e, format!("--env-file='{missing}': the .env file does not exist"));
         let e = err_of(run(&[], &[("FLUX_ENV_FILE", missing)]));
         assert!(e.starts_with("FLUX_ENV_FILE="), "{e}");
         // --no-env-file wins over FLUX_ENV_FILE.
@@ -3097,32 +2566,19 @@ mod tests {
         // The environment wins over the file.
         let file = write_env(&dir, "PORT=1234\nPORT=9999\n");
         let p = run(&[], &[("FLUX_ENV_FILE", &file), ("PORT", "4321")]).unwrap();
-        assert_eq!(
-            (p.config.port, p.config.source("PORT")),
-            (4321, Source::Env)
-        );
+        assert_eq!((p.config.port, p.config.source("PORT")), (4321, Source::Env));
         assert!(p.dotenv.is_empty());
         // Duplicate keys: the first wins (dotenvy's rule), with a warning.
         let p = run(&["--env-file", &file], &[]).unwrap();
         assert_eq!(p.config.port, 1234);
-        assert!(p
-            .config
-            .warnings
-            .iter()
-            .any(|w| w.contains("line 1") && w.contains("line 2")));
+        assert!(p.config.warnings.iter().any(|w| w.contains("line 1") && w.contains("line 2")));
     }
 
     #[test]
     fn clap_errors_stay_clap_errors() {
         assert!(matches!(run(&["migrate"], &[]), Err(ParseFailure::Clap(_))));
-        assert!(matches!(
-            run(&["serve", "--jwt-secret", "x"], &[]),
-            Err(ParseFailure::Clap(_))
-        ));
-        assert!(matches!(
-            run(&["-q", "-v"], &[]),
-            Err(ParseFailure::Clap(_))
-        ));
+        assert!(matches!(run(&["serve", "--jwt-secret", "x"], &[]), Err(ParseFailure::Clap(_))));
+        assert!(matches!(run(&["-q", "-v"], &[]), Err(ParseFailure::Clap(_))));
         match run(&["--help"], &[]) {
             Err(ParseFailure::Clap(e)) => assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp),
             other => panic!("{other:?}"),
@@ -3133,18 +2589,9 @@ mod tests {
     fn serve_help_lists_env_and_defaults() {
         let mut cmd = Cli::command();
         cmd.build();
-        let help = cmd
-            .find_subcommand_mut("serve")
-            .unwrap()
-            .render_long_help()
-            .to_string();
-        for needle in [
-            "env: PORT",
-            "[default: 3001]",
-            "env: FLUX_DATA_DIR",
-            "env: FLUX_BCRYPT_COST",
-            "--check-config",
-        ] {
+        let help = cmd.find_subcommand_mut("serve").unwrap().render_long_help().to_string();
+        for needle in ["env: PORT", "[default: 3001]", "env: FLUX_DATA_DIR", "env: FLUX_BCRYPT_COST", "--check-config"]
+        {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
     }
@@ -3158,19 +2605,11 @@ mod tests {
         let (secret, source, warnings) = resolve_jwt_secret(&c).unwrap();
         assert_eq!(source, Source::Generated);
         assert_eq!(secret.len(), 64);
-        assert!(secret
-            .chars()
-            .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()));
+        assert!(secret.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()));
         assert!(warnings.iter().any(|w| w.contains(".jwt-secret")));
         let path = data.join(".jwt-secret");
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{secret}\n")
-        );
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{secret}\n"));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let leftovers: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
 
@@ -3186,14 +2625,8 @@ mod tests {
         let e = resolve_jwt_secret(&c).unwrap_err().0;
         assert!(e.contains("at least 32") && !e.contains("tooshort"), "{e}");
 
-        let c = cfg(
-            &["--data-dir", data.to_str().unwrap()],
-            &[("JWT_SECRET", GOOD_SECRET)],
-        );
-        assert_eq!(
-            resolve_jwt_secret(&c).unwrap(),
-            (GOOD_SECRET.to_owned(), Source::Env, vec![])
-        );
+        let c = cfg(&["--data-dir", data.to_str().unwrap()], &[("JWT_SECRET", GOOD_SECRET)]);
+        assert_eq!(resolve_jwt_secret(&c).unwrap(), (GOOD_SECRET.to_owned(), Source::Env, vec![]));
     }
 
     #[test]
@@ -3204,10 +2637,7 @@ mod tests {
         let e = err(&[], &[("FLUX_DATA_DIR", file.to_str().unwrap())]);
         assert!(e.contains("exists and is not a directory"), "{e}");
         let nested = dir.path().join("a/b/c");
-        assert_eq!(
-            cfg(&[], &[("FLUX_DATA_DIR", nested.to_str().unwrap())]).data_dir,
-            nested
-        );
+        assert_eq!(cfg(&[], &[("FLUX_DATA_DIR", nested.to_str().unwrap())]).data_dir, nested);
     }
 
     #[test]
@@ -3240,19 +2670,10 @@ mod tests {
 
     #[test]
     fn redact_url_hides_passwords() {
-        assert_eq!(
-            redact_url("postgres://flux:s3cret@db:5432/flux"),
-            "postgres://flux:***@db:5432/flux"
-        );
-        assert_eq!(
-            redact_url("postgres://flux@db/flux"),
-            "postgres://flux@db/flux"
-        );
+        assert_eq!(redact_url("postgres://flux:s3cret@db:5432/flux"), "postgres://flux:***@db:5432/flux");
+        assert_eq!(redact_url("postgres://flux@db/flux"), "postgres://flux@db/flux");
         assert_eq!(redact_url("postgres://db/flux"), "postgres://db/flux");
-        assert_eq!(
-            redact_url("postgres://u:p@ss/w?rd@db/x"),
-            "postgres://u:***@db/x"
-        );
+        assert_eq!(redact_url("postgres://u:p@ss/w?rd@db/x"), "postgres://u:***@db/x");
         assert_eq!(
             redact_url("postgresql://db/x?sslmode=require&password=hunter2"),
             "postgresql://db/x?sslmode=require&password=***"
@@ -3264,11 +2685,7 @@ mod tests {
     fn report_shows_sources_and_no_secrets() {
         let c = cfg(
             &["serve", "--port", "8080"],
-            &[
-                ("DB_PASSWORD", "hunter2"),
-                ("DB_USER", "flux"),
-                ("JWT_SECRET", GOOD_SECRET),
-            ],
+            &[("DB_PASSWORD", "hunter2"), ("DB_USER", "flux"), ("JWT_SECRET", GOOD_SECRET)],
         );
         let lines = c.report_lines(Some((GOOD_SECRET, Source::Env)));
         let text = lines.join("\n");
@@ -3276,7 +2693,9 @@ mod tests {
         assert!(lines[1].starts_with("instance id: flux-") && lines[1].ends_with("(generated)"));
         assert!(text.contains("port 8080 (flag)"), "{text}");
         assert!(text.contains("host 0.0.0.0 (default)"), "{text}");
-        assert!(text.contains("postgres://flux:***@localhost:5432/fluxstudio (env, assembled from DB_*), DB_PASSWORD set"));
+        assert!(
+            text.contains("postgres://flux:***@localhost:5432/fluxstudio (env, assembled from DB_*), DB_PASSWORD set")
+        );
         assert!(text.contains("JWT secret: set, 64 bytes (env)"), "{text}");
         assert!(!text.contains("hunter2") && !text.contains(GOOD_SECRET));
         for group in [
@@ -3296,8 +2715,6 @@ mod tests {
             assert!(text.contains(group), "{group} missing:\n{text}");
         }
         let lines = c.report_lines(Some(("x".repeat(64).as_str(), Source::Generated)));
-        assert!(lines
-            .iter()
-            .any(|l| l.contains("generated, stored in ./data/.jwt-secret")));
+        assert!(lines.iter().any(|l| l.contains("generated, stored in ./data/.jwt-secret")));
     }
 }

@@ -22,20 +22,13 @@ use tokio::task::JoinHandle;
 use crate::app::AppState;
 use crate::usercmd::{self, UserReply, UserRequest};
 
-pub fn serve(
-    path: &Path,
-    state: AppState,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
+pub fn serve(path: &Path, state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::Result<JoinHandle<()>> {
     // We hold the data dir lock, so a socket file left here belongs to a dead instance.
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let app = Router::new()
-        .route(
-            "/v1/ping",
-            get(|| async { Json(serde_json::json!({ "ok": true })) }),
-        )
+        .route("/v1/ping", get(|| async { Json(serde_json::json!({ "ok": true })) }))
         .route("/v1/user", post(user))
         .with_state(state);
     Ok(tokio::spawn(async move {
@@ -56,9 +49,8 @@ pub async fn send_user(path: &Path, req: &UserRequest) -> Result<UserReply, Stri
     let stream = UnixStream::connect(path)
         .await
         .map_err(|e| format!("cannot reach the running server at {}: {e}", path.display()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let request = Request::post("/v1/user")
@@ -66,22 +58,11 @@ pub async fn send_user(path: &Path, req: &UserRequest) -> Result<UserReply, Stri
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     if !status.is_success() {
-        return Err(format!(
-            "control socket answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ));
+        return Err(format!("control socket answered {status}: {}", String::from_utf8_lossy(&bytes)));
     }
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }

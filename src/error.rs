@@ -54,19 +54,11 @@ impl ApiError {
     }
 
     pub fn invalid_json() -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "Invalid request body",
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "Invalid request body")
     }
 
     pub fn project_not_found() -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "project_not_found",
-            "Project not found",
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "project_not_found", "Project not found")
     }
 
     pub fn task_not_found() -> ApiError {
@@ -78,19 +70,11 @@ impl ApiError {
     }
 
     pub fn route_not_found() -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route_not_found",
-            "API endpoint not found",
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "API endpoint not found")
     }
 
     pub fn auth_required() -> ApiError {
-        let mut e = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "auth_required",
-            "Authentication required",
-        );
+        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "auth_required", "Authentication required");
         e.www_authenticate = Some(false);
         e
     }
@@ -119,11 +103,10 @@ impl ApiError {
     /// Maps a store failure, naming the route's legacy 500 text for the "can't happen" case.
     pub fn from_store(err: StoreError, message_500: &str) -> ApiError {
         match err {
-            StoreError::NotFound { code } => {
-                ApiError::new(StatusCode::NOT_FOUND, code, not_found_message(code))
-            }
-            StoreError::Conflict { code, message } => {
-                ApiError::new(StatusCode::CONFLICT, code, message)
+            StoreError::NotFound { code } => ApiError::new(StatusCode::NOT_FOUND, code, not_found_message(code)),
+            StoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            StoreError::Rejected(r) => {
+                ApiError::new(StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT), r.code, r.message)
             }
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "store unavailable");
@@ -163,10 +146,7 @@ impl ApiError {
         }
         match self.www_authenticate {
             Some(true) => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             Some(false) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

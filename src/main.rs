@@ -23,10 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fluxstudio: cannot start the async runtime: {e}");
@@ -82,12 +79,8 @@ async fn serve(cfg: Config, args: ServeArgs) -> i32 {
             return e.exit_code();
         }
     };
-    let line = format!(
-        "listening on {} (mode {}, data {})",
-        server.addr,
-        server.state.mode().as_str(),
-        data_dir.display()
-    );
+    let line =
+        format!("listening on {} (mode {}, data {})", server.addr, server.state.mode().as_str(), data_dir.display());
     tracing::info!("{line}");
     println!("{line}");
     wait_for_signal().await;
@@ -122,20 +115,12 @@ async fn wait_for_signal() {
 fn read_password(from_stdin: bool, confirm: bool) -> Result<String, String> {
     if from_stdin {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("cannot read stdin: {e}"))?;
-        let s = s
-            .strip_suffix('\n')
-            .map(|s| s.strip_suffix('\r').unwrap_or(s))
-            .unwrap_or(&s)
-            .to_owned();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+        let s = s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&s).to_owned();
         return Ok(s);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(
-            "no terminal to prompt for the password: pass it on stdin with --password-stdin".into(),
-        );
+        return Err("no terminal to prompt for the password: pass it on stdin with --password-stdin".into());
     }
     let first = rpassword::prompt_password("new password: ").map_err(|e| e.to_string())?;
     if confirm {
@@ -148,14 +133,7 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String, String> {
 }
 
 async fn user(cfg: Config, cmd: UserCommand) -> i32 {
-    let _ = telemetry::init(
-        if cfg.rust_log == "info" {
-            "warn"
-        } else {
-            &cfg.rust_log
-        },
-        cfg.log_format,
-    );
+    let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
     let request = match build_user_request(cmd) {
         Ok(r) => r,
         Err(e) => {
@@ -190,55 +168,26 @@ async fn user(cfg: Config, cmd: UserCommand) -> i32 {
 
 fn build_user_request(cmd: UserCommand) -> Result<UserRequest, String> {
     Ok(match cmd {
-        UserCommand::Create {
-            email,
-            name,
-            user_type,
-            admin,
-            password_stdin,
-            google_only,
-        } => {
-            let user_type = if admin {
-                "admin".to_owned()
-            } else {
-                user_type.unwrap_or_else(|| "client".into())
-            };
-            let password = if google_only {
-                None
-            } else {
-                Some(read_password(password_stdin, true)?)
-            };
-            UserRequest::Create {
-                email,
-                name,
-                user_type,
-                password,
-            }
+        UserCommand::Create { email, name, user_type, admin, password_stdin, google_only } => {
+            let user_type = if admin { "admin".to_owned() } else { user_type.unwrap_or_else(|| "client".into()) };
+            let password = if google_only { None } else { Some(read_password(password_stdin, true)?) };
+            UserRequest::Create { email, name, user_type, password }
         }
         UserCommand::GrantAdmin { email } => UserRequest::GrantAdmin { email },
-        UserCommand::RevokeAdmin { email, user_type } => UserRequest::RevokeAdmin {
-            email,
-            user_type: user_type.unwrap_or_else(|| "client".into()),
-        },
-        UserCommand::SetPassword {
-            email,
-            password_stdin,
-        } => UserRequest::SetPassword {
-            email,
-            password: read_password(password_stdin, true)?,
-        },
+        UserCommand::RevokeAdmin { email, user_type } => {
+            UserRequest::RevokeAdmin { email, user_type: user_type.unwrap_or_else(|| "client".into()) }
+        }
+        UserCommand::SetPassword { email, password_stdin } => {
+            UserRequest::SetPassword { email, password: read_password(password_stdin, true)? }
+        }
         UserCommand::Disable { email } => UserRequest::Disable { email },
         UserCommand::Enable { email } => UserRequest::Enable { email },
     })
 }
 
 /// No server holds the data dir: take the lock ourselves, apply the change, compact, release.
-async fn run_offline(
-    cfg: &Config,
-    request: UserRequest,
-) -> Result<usercmd::UserReply, (i32, String)> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| (2, format!("{}: {e}", cfg.data_dir.display())))?;
+async fn run_offline(cfg: &Config, request: UserRequest) -> Result<usercmd::UserReply, (i32, String)> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| (2, format!("{}: {e}", cfg.data_dir.display())))?;
     let _lock = DataDirLock::acquire(&cfg.data_dir).map_err(|e| (2, e.to_string()))?;
     let mut opts = JsonOptions::new(&cfg.data_dir);
     opts.compact_bytes = cfg.json_compact_bytes;
@@ -249,16 +198,10 @@ async fn run_offline(
         .map_err(|e| (2, format!("cannot open the JSON store: {e}")))?;
     let store = Arc::new(store);
     let cost = cfg.bcrypt_cost;
-    let passwords = Arc::new(
-        tokio::task::spawn_blocking(move || Passwords::new(cost))
-            .await
-            .map_err(|e| (1, e.to_string()))?,
-    );
+    let passwords =
+        Arc::new(tokio::task::spawn_blocking(move || Passwords::new(cost)).await.map_err(|e| (1, e.to_string()))?);
     let dyn_store: DynStore = store.clone();
     let reply = usercmd::execute(&dyn_store, &passwords, request).await;
-    store
-        .close()
-        .await
-        .map_err(|e| (1, format!("final compaction failed: {e}")))?;
+    store.close().await.map_err(|e| (1, format!("final compaction failed: {e}")))?;
     Ok(reply)
 }

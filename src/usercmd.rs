@@ -12,29 +12,12 @@ use crate::store::{DynStore, StoreError, UserPatch};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum UserRequest {
-    Create {
-        email: String,
-        name: String,
-        user_type: String,
-        password: Option<String>,
-    },
-    GrantAdmin {
-        email: String,
-    },
-    RevokeAdmin {
-        email: String,
-        user_type: String,
-    },
-    SetPassword {
-        email: String,
-        password: String,
-    },
-    Disable {
-        email: String,
-    },
-    Enable {
-        email: String,
-    },
+    Create { email: String, name: String, user_type: String, password: Option<String> },
+    GrantAdmin { email: String },
+    RevokeAdmin { email: String, user_type: String },
+    SetPassword { email: String, password: String },
+    Disable { email: String },
+    Enable { email: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,10 +27,7 @@ pub struct UserReply {
 }
 
 fn reply(exit_code: i32, message: impl Into<String>) -> UserReply {
-    UserReply {
-        exit_code,
-        message: message.into(),
-    }
+    UserReply { exit_code, message: message.into() }
 }
 
 fn store_failure(e: StoreError) -> UserReply {
@@ -72,19 +52,10 @@ async fn find(store: &DynStore, email: &str) -> Result<User, UserReply> {
         .ok_or_else(|| reply(1, format!("no user with e-mail {}", email.trim())))
 }
 
-async fn run(
-    store: &DynStore,
-    passwords: &Arc<Passwords>,
-    req: UserRequest,
-) -> Result<UserReply, UserReply> {
+async fn run(store: &DynStore, passwords: &Arc<Passwords>, req: UserRequest) -> Result<UserReply, UserReply> {
     let backend = store.backend();
     match req {
-        UserRequest::Create {
-            email,
-            name,
-            user_type,
-            password,
-        } => {
+        UserRequest::Create { email, name, user_type, password } => {
             let email = email.trim().to_owned();
             if !crate::api::auth::valid_email(&email) {
                 return Err(reply(2, "invalid e-mail address"));
@@ -117,18 +88,10 @@ async fn run(
                 extra: Default::default(),
             };
             let user = store.insert_user(user).await.map_err(|e| match e {
-                StoreError::Conflict { .. } => {
-                    reply(1, format!("an account with e-mail {email} already exists"))
-                }
+                StoreError::Conflict { .. } => reply(1, format!("an account with e-mail {email} already exists")),
                 other => store_failure(other),
             })?;
-            Ok(reply(
-                0,
-                format!(
-                    "created user {} {} ({}) in {backend} store",
-                    user.id, user.email, user.user_type
-                ),
-            ))
+            Ok(reply(0, format!("created user {} {} ({}) in {backend} store", user.id, user.email, user.user_type)))
         }
         UserRequest::GrantAdmin { email } => set_type(store, &email, "admin").await,
         UserRequest::RevokeAdmin { email, user_type } => {
@@ -141,19 +104,9 @@ async fn run(
             check_policy(&password).map_err(|m| reply(2, m))?;
             let user = find(store, &email).await?;
             let hash = passwords.hash(&password).await.map_err(|e| reply(1, e))?;
-            let patch = UserPatch {
-                password: Some(Some(hash)),
-                touch_updated_at: true,
-                ..Default::default()
-            };
-            store
-                .update_user(&user.id, patch)
-                .await
-                .map_err(store_failure)?;
-            Ok(reply(
-                0,
-                format!("{} ({}): password set", user.email, user.id),
-            ))
+            let patch = UserPatch { password: Some(Some(hash)), touch_updated_at: true, ..Default::default() };
+            store.update_user(&user.id, patch).await.map_err(store_failure)?;
+            Ok(reply(0, format!("{} ({}): password set", user.email, user.id)))
         }
         UserRequest::Disable { email } => set_active(store, &email, false).await,
         UserRequest::Enable { email } => set_active(store, &email, true).await,
@@ -163,54 +116,21 @@ async fn run(
 async fn set_type(store: &DynStore, email: &str, new_type: &str) -> Result<UserReply, UserReply> {
     let user = find(store, email).await?;
     if user.user_type == new_type {
-        return Ok(reply(
-            0,
-            format!("{} ({}): already {new_type}", user.email, user.id),
-        ));
+        return Ok(reply(0, format!("{} ({}): already {new_type}", user.email, user.id)));
     }
-    let patch = UserPatch {
-        user_type: Some(new_type.to_owned()),
-        touch_updated_at: true,
-        ..Default::default()
-    };
-    store
-        .update_user(&user.id, patch)
-        .await
-        .map_err(store_failure)?;
-    Ok(reply(
-        0,
-        format!(
-            "{} ({}): {} -> {new_type}",
-            user.email, user.id, user.user_type
-        ),
-    ))
+    let patch = UserPatch { user_type: Some(new_type.to_owned()), touch_updated_at: true, ..Default::default() };
+    store.update_user(&user.id, patch).await.map_err(store_failure)?;
+    Ok(reply(0, format!("{} ({}): {} -> {new_type}", user.email, user.id, user.user_type)))
 }
 
 async fn set_active(store: &DynStore, email: &str, active: bool) -> Result<UserReply, UserReply> {
     let user = find(store, email).await?;
     let word = if active { "enabled" } else { "disabled" };
     if user.is_active == active {
-        return Ok(reply(
-            0,
-            format!("{} ({}): already {word}", user.email, user.id),
-        ));
+        return Ok(reply(0, format!("{} ({}): already {word}", user.email, user.id)));
     }
-    let patch = UserPatch {
-        is_active: Some(active),
-        touch_updated_at: true,
-        ..Default::default()
-    };
-    store
-        .update_user(&user.id, patch)
-        .await
-        .map_err(store_failure)?;
-    let detail = if active {
-        ""
-    } else {
-        " (login 403 account_disabled, tokens 401)"
-    };
-    Ok(reply(
-        0,
-        format!("{} ({}): {word}{detail}", user.email, user.id),
-    ))
+    let patch = UserPatch { is_active: Some(active), touch_updated_at: true, ..Default::default() };
+    store.update_user(&user.id, patch).await.map_err(store_failure)?;
+    let detail = if active { "" } else { " (login 403 account_disabled, tokens 401)" };
+    Ok(reply(0, format!("{} ({}): {word}{detail}", user.email, user.id)))
 }

@@ -35,28 +35,18 @@ pub fn valid_email(email: &str) -> bool {
 }
 
 fn nonempty_str<'a>(body: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
+    body.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
 }
 
-pub async fn signup(
-    State(state): State<AppState>,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+pub async fn signup(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
     let required = |e: &str| ApiError::validation(e, "All fields are required");
     let email = nonempty_str(&body, "email").ok_or_else(|| required("Email"))?;
-    let password = body
-        .get("password")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| required("Password"))?;
+    let password =
+        body.get("password").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| required("Password"))?;
     let name = nonempty_str(&body, "name").ok_or_else(|| required("Name"))?;
     let user_type = match body.get("userType") {
         None | Some(Value::Null) => "client",
-        Some(Value::String(t)) if matches!(t.as_str(), "client" | "designer" | "admin") => {
-            t.as_str()
-        }
+        Some(Value::String(t)) if matches!(t.as_str(), "client" | "designer" | "admin") => t.as_str(),
         Some(_) => return Err(ApiError::validation("User type", "Invalid user type")),
     };
     if user_type == "admin" {
@@ -68,17 +58,11 @@ pub async fn signup(
     }
     let email = email.trim();
     if !valid_email(email) {
-        return Err(ApiError::validation(
-            "Email",
-            "Email must be a valid email address",
-        ));
+        return Err(ApiError::validation("Email", "Email must be a valid email address"));
     }
     let name = name.trim();
     if name.chars().count() > 255 {
-        return Err(ApiError::validation(
-            "Name",
-            "Name must be 255 characters or less",
-        ));
+        return Err(ApiError::validation("Name", "Name must be 255 characters or less"));
     }
     check_policy(password).map_err(|m| ApiError::validation("Password", m))?;
     let store = state.store();
@@ -89,17 +73,9 @@ pub async fn signup(
         .map_err(|e| ApiError::from_store(e, "Server error during signup"))?
         .is_some_and(|u| u.email.to_lowercase() == email.to_lowercase())
     {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "email_taken",
-            "Email already registered",
-        ));
+        return Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "Email already registered"));
     }
-    let hash = state
-        .passwords
-        .hash(password)
-        .await
-        .map_err(|_| ApiError::internal("Server error during signup"))?;
+    let hash = state.passwords.hash(password).await.map_err(|_| ApiError::internal("Server error during signup"))?;
     let user = User {
         id: new_id(),
         email: email.to_owned(),
@@ -114,26 +90,15 @@ pub async fn signup(
         is_active: true,
         extra: Default::default(),
     };
-    let user = store
-        .insert_user(user)
-        .await
-        .map_err(|e| ApiError::from_store(e, "Server error during signup"))?;
+    let user = store.insert_user(user).await.map_err(|e| ApiError::from_store(e, "Server error during signup"))?;
     Ok(token_response(&state, &user))
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
-    let (Some(email), Some(password)) = (
-        body.get("email").and_then(Value::as_str),
-        body.get("password").and_then(Value::as_str),
-    ) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "Email and password are required",
-        ));
+pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+    let (Some(email), Some(password)) =
+        (body.get("email").and_then(Value::as_str), body.get("password").and_then(Value::as_str))
+    else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "Email and password are required"));
     };
     let store = state.store();
     let user = store
@@ -144,30 +109,15 @@ pub async fn login(
     // Exactly one verification whatever the account looks like (auth.md §3).
     let ok = state.passwords.verify(password, hash).await;
     let (true, Some(user)) = (ok, user) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "Invalid email or password",
-        ));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid email or password"));
     };
     if !user.is_active {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "account_disabled",
-            "Account disabled",
-        ));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "Account disabled"));
     }
-    if user
-        .password
-        .as_deref()
-        .is_some_and(|h| state.passwords.needs_rehash(h))
-    {
+    if user.password.as_deref().is_some_and(|h| state.passwords.needs_rehash(h)) {
         match state.passwords.hash(password).await {
             Ok(new_hash) => {
-                let patch = UserPatch {
-                    password: Some(Some(new_hash)),
-                    ..Default::default()
-                };
+                let patch = UserPatch { password: Some(Some(new_hash)), ..Default::default() };
                 if let Err(e) = store.update_user(&user.id, patch).await {
                     tracing::warn!(error = %e, user = %user.id, "could not save the rehashed password; login proceeds");
                 }
@@ -186,46 +136,28 @@ pub async fn logout(_user: AuthUser) -> Json<Value> {
     Json(json!({ "message": "Logged out successfully" }))
 }
 
-pub async fn google(
-    State(state): State<AppState>,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+pub async fn google(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
     let credential = nonempty_str(&body, "credential")
         .ok_or_else(|| ApiError::validation("Credential", "Google credential is required"))?;
     let identity = state.google.verify(credential).await.map_err(|e| match e {
-        GoogleError::NotConfigured => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "google_not_configured",
-            "Google OAuth not configured",
-        ),
-        GoogleError::Unavailable => ApiError::unavailable(
-            "google_unavailable",
-            "Google authentication temporarily unavailable",
-        ),
-        GoogleError::AuthFailed => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "google_auth_failed",
-            "Google authentication failed",
-        ),
-        GoogleError::EmailUnverified => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "google_email_unverified",
-            "Google email not verified",
-        ),
+        GoogleError::NotConfigured => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "google_not_configured", "Google OAuth not configured")
+        }
+        GoogleError::Unavailable => {
+            ApiError::unavailable("google_unavailable", "Google authentication temporarily unavailable")
+        }
+        GoogleError::AuthFailed => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "google_auth_failed", "Google authentication failed")
+        }
+        GoogleError::EmailUnverified => {
+            ApiError::new(StatusCode::BAD_REQUEST, "google_email_unverified", "Google email not verified")
+        }
     })?;
     let store = state.store();
     let err500 = |e: StoreError| ApiError::from_store(e, "Google authentication error");
-    let user = if let Some(u) = store
-        .get_user_by_google_id(&identity.sub)
-        .await
-        .map_err(err500)?
-    {
+    let user = if let Some(u) = store.get_user_by_google_id(&identity.sub).await.map_err(err500)? {
         u
-    } else if let Some(u) = store
-        .get_user_by_email(&identity.email)
-        .await
-        .map_err(err500)?
-    {
+    } else if let Some(u) = store.get_user_by_email(&identity.email).await.map_err(err500)? {
         match &u.google_id {
             Some(other) if other != &identity.sub => {
                 return Err(ApiError::new(
@@ -245,20 +177,11 @@ pub async fn google(
             }
         }
     } else {
-        let local = identity
-            .email
-            .split('@')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let local = identity.email.split('@').next().unwrap_or_default().to_owned();
         let user = User {
             id: new_id(),
             email: identity.email.clone(),
-            name: identity
-                .name
-                .clone()
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or(local),
+            name: identity.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or(local),
             user_type: "client".into(),
             password: None,
             google_id: Some(identity.sub.clone()),
@@ -272,11 +195,7 @@ pub async fn google(
         store.insert_user(user).await.map_err(err500)?
     };
     if !user.is_active {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "account_disabled",
-            "Account disabled",
-        ));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "Account disabled"));
     }
     Ok(token_response(&state, &user))
 }

@@ -44,11 +44,7 @@ pub struct MemberDto<'a> {
 
 impl<'a> From<&'a Member> for MemberDto<'a> {
     fn from(m: &'a Member) -> Self {
-        MemberDto {
-            user_id: &m.user_id,
-            role: &m.role,
-            joined_at: &m.joined_at,
-        }
+        MemberDto { user_id: &m.user_id, role: &m.role, joined_at: &m.joined_at }
     }
 }
 
@@ -161,11 +157,7 @@ impl<'a> From<&'a Project> for ProjectDto<'a> {
             updated_at: p.updated_at.as_deref(),
             members: p.members.iter().map(MemberDto::from).collect(),
             tasks: p.tasks.iter().map(|t| TaskDto::new(&p.id, t)).collect(),
-            milestones: p
-                .milestones
-                .iter()
-                .map(|m| MilestoneDto::new(&p.id, m))
-                .collect(),
+            milestones: p.milestones.iter().map(|m| MilestoneDto::new(&p.id, m)).collect(),
             files: &p.files,
             channel_metadata: p.channel_metadata.as_ref(),
         }

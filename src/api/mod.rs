@@ -19,8 +19,8 @@ use axum::Router;
 use serde::Serialize;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::services::{ServeDir, ServeFile};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -28,14 +28,7 @@ use crate::error::ApiError;
 /// Serialises a body that borrows from a store snapshot, which a `Json<T>` return value could not.
 pub fn json_response<T: Serialize>(body: &T) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "response serialisation failed");
             ApiError::internal("Internal server error").into_response()
@@ -55,29 +48,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/me", get(auth::me))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/google", post(auth::google))
-        .route(
-            "/api/projects",
-            get(projects::list_projects).post(projects::create_project),
-        )
+        .route("/api/projects", get(projects::list_projects).post(projects::create_project))
         .route(
             "/api/projects/{id}",
-            get(projects::get_project)
-                .put(projects::update_project)
-                .delete(projects::delete_project),
+            get(projects::get_project).put(projects::update_project).delete(projects::delete_project),
         )
-        .route(
-            "/api/projects/{id}/channel",
-            get(projects::get_channel).post(projects::link_channel),
-        )
-        .route(
-            "/api/projects/{id}/tasks",
-            get(tasks::list_tasks).post(tasks::create_task),
-        )
+        .route("/api/projects/{id}/channel", get(projects::get_channel).post(projects::link_channel))
+        .route("/api/projects/{id}/tasks", get(tasks::list_tasks).post(tasks::create_task))
         .route(
             "/api/projects/{id}/tasks/{task_id}",
-            get(tasks::get_task)
-                .put(tasks::update_task)
-                .delete(tasks::delete_task),
+            get(tasks::get_task).put(tasks::update_task).delete(tasks::delete_task),
         )
         .route("/api/projects/{id}/activities", get(tasks::list_activities))
         .fallback(not_found)

@@ -22,12 +22,7 @@ use crate::store::DynStore;
 
 /// Loads a project the caller is a member of; a non-member gets exactly the answer for a missing project
 /// (http-api.md §1.10).
-pub async fn member_project(
-    store: &DynStore,
-    id: &str,
-    user: &User,
-    msg_500: &str,
-) -> ApiResult<(Arc<Project>, Role)> {
+pub async fn member_project(store: &DynStore, id: &str, user: &User, msg_500: &str) -> ApiResult<(Arc<Project>, Role)> {
     if !v::path_id_ok(id) {
         return Err(ApiError::project_not_found());
     }
@@ -49,16 +44,9 @@ async fn check_team(
     message: &str,
 ) -> ApiResult<()> {
     let Some(Some(id)) = id else { return Ok(()) };
-    let team = store
-        .get_team(id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "Server error"))?;
-    let belongs = team.is_some_and(|t| {
-        t.created_by == user.id
-            || t.members
-                .iter()
-                .any(|m| access::refers_to(&m.user_id, user))
-    });
+    let team = store.get_team(id).await.map_err(|e| ApiError::from_store(e, "Server error"))?;
+    let belongs =
+        team.is_some_and(|t| t.created_by == user.id || t.members.iter().any(|m| access::refers_to(&m.user_id, user)));
     if belongs {
         Ok(())
     } else {
@@ -70,12 +58,7 @@ struct ProjectFields {
     patch: ProjectPatch,
 }
 
-async fn read_fields(
-    store: &DynStore,
-    body: &Body,
-    user: &User,
-    creating: bool,
-) -> ApiResult<ProjectFields> {
+async fn read_fields(store: &DynStore, body: &Body, user: &User, creating: bool) -> ApiResult<ProjectFields> {
     let name = if creating {
         Some(v::required_str(body, "name", "Project name", 200)?)
     } else {
@@ -92,14 +75,7 @@ async fn read_fields(
         due_date: v::optional_date(body, "dueDate", "Due date")?,
         channel_metadata: None,
     };
-    check_team(
-        store,
-        &patch.team_id,
-        user,
-        "Team ID",
-        "Team ID must be a team you belong to",
-    )
-    .await?;
+    check_team(store, &patch.team_id, user, "Team ID", "Team ID must be a team you belong to").await?;
     check_team(
         store,
         &patch.organization_id,
@@ -132,9 +108,7 @@ pub async fn create_project(
         .insert_project(input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating project"))?;
-    Ok(success_json(
-        json!({ "message": "Project created successfully", "project": ProjectDto::from(&*project) }),
-    ))
+    Ok(success_json(json!({ "message": "Project created successfully", "project": ProjectDto::from(&*project) })))
 }
 
 #[derive(Serialize)]
@@ -143,19 +117,13 @@ struct ProjectsResponse<'a> {
     projects: Vec<ProjectDto<'a>>,
 }
 
-pub async fn list_projects(
-    State(state): State<AppState>,
-    auth: AuthUser,
-) -> SuccessResult<Response> {
+pub async fn list_projects(State(state): State<AppState>, auth: AuthUser) -> SuccessResult<Response> {
     let projects = state
         .store()
         .list_projects_for(&auth.0)
         .await
         .map_err(|e| ApiError::from_store(e, "Error retrieving projects"))?;
-    let body = ProjectsResponse {
-        success: true,
-        projects: projects.iter().map(|p| ProjectDto::from(&**p)).collect(),
-    };
+    let body = ProjectsResponse { success: true, projects: projects.iter().map(|p| ProjectDto::from(&**p)).collect() };
     Ok(json_response(&body))
 }
 
@@ -164,11 +132,8 @@ pub async fn get_project(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> SuccessResult<Json<Value>> {
-    let (project, _) =
-        member_project(&state.store(), &id, &auth.0, "Error retrieving project").await?;
-    Ok(success_json(
-        json!({ "project": ProjectDto::from(&*project) }),
-    ))
+    let (project, _) = member_project(&state.store(), &id, &auth.0, "Error retrieving project").await?;
+    Ok(success_json(json!({ "project": ProjectDto::from(&*project) })))
 }
 
 pub async fn update_project(
@@ -183,22 +148,16 @@ pub async fn update_project(
         return Err(ApiError::permission_denied("Permission denied"));
     }
     // Field errors keep the legacy validator's success family (http-api.md §1.3 rule 2).
-    let fields = read_fields(&store, &body, &auth.0, false)
-        .await
-        .map_err(|e| {
-            if e.code == "validation_failed" {
-                e.in_family(Family::Success)
-            } else {
-                e
-            }
-        })?;
-    let project = store
-        .update_project(&id, fields.patch)
-        .await
-        .map_err(|e| ApiError::from_store(e, "Error updating project"))?;
-    Ok(success_json(
-        json!({ "message": "Project updated successfully", "project": ProjectDto::from(&*project) }),
-    ))
+    let fields = read_fields(&store, &body, &auth.0, false).await.map_err(|e| {
+        if e.code == "validation_failed" {
+            e.in_family(Family::Success)
+        } else {
+            e
+        }
+    })?;
+    let project =
+        store.update_project(&id, fields.patch).await.map_err(|e| ApiError::from_store(e, "Error updating project"))?;
+    Ok(success_json(json!({ "message": "Project updated successfully", "project": ProjectDto::from(&*project) })))
 }
 
 pub async fn delete_project(
@@ -211,13 +170,8 @@ pub async fn delete_project(
     if !role.is_owner() {
         return Err(ApiError::permission_denied("Only project owners can delete projects").into());
     }
-    store
-        .delete_project(&id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "Error deleting project"))?;
-    Ok(success_json(
-        json!({ "message": "Project deleted successfully" }),
-    ))
+    store.delete_project(&id).await.map_err(|e| ApiError::from_store(e, "Error deleting project"))?;
+    Ok(success_json(json!({ "message": "Project deleted successfully" })))
 }
 
 pub async fn link_channel(
@@ -235,28 +189,17 @@ pub async fn link_channel(
         Some(Value::String(s)) if !s.trim().is_empty() => {
             let s = s.trim();
             if s.chars().count() > 255 {
-                return Err(ApiError::validation(
-                    "Channel ID",
-                    "Channel ID must be 255 characters or less",
-                ));
+                return Err(ApiError::validation("Channel ID", "Channel ID must be 255 characters or less"));
             }
             s.to_owned()
         }
         _ => return Err(ApiError::validation("Channel ID", "Channel ID is required")),
     };
-    let metadata =
-        json!({ "channelId": channel_id, "channelType": "project", "linkedAt": time::now() });
-    let patch = ProjectPatch {
-        channel_metadata: Some(Some(metadata)),
-        ..Default::default()
-    };
-    let project = store
-        .update_project(&id, patch)
-        .await
-        .map_err(|e| ApiError::from_store(e, "Error linking channel"))?;
-    Ok(Json(
-        json!({ "message": "Channel linked successfully", "project": ProjectDto::from(&*project) }),
-    ))
+    let metadata = json!({ "channelId": channel_id, "channelType": "project", "linkedAt": time::now() });
+    let patch = ProjectPatch { channel_metadata: Some(Some(metadata)), ..Default::default() };
+    let project =
+        store.update_project(&id, patch).await.map_err(|e| ApiError::from_store(e, "Error linking channel"))?;
+    Ok(Json(json!({ "message": "Channel linked successfully", "project": ProjectDto::from(&*project) })))
 }
 
 pub async fn get_channel(
@@ -264,15 +207,12 @@ pub async fn get_channel(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (project, _) =
-        member_project(&state.store(), &id, &auth.0, "Error retrieving channel").await?;
+    let (project, _) = member_project(&state.store(), &id, &auth.0, "Error retrieving channel").await?;
     let has_channel = project
         .channel_metadata
         .as_ref()
         .and_then(|m| m.get("channelId"))
         .and_then(Value::as_str)
         .is_some_and(|s| !s.is_empty());
-    Ok(Json(
-        json!({ "channelMetadata": project.channel_metadata, "hasChannel": has_channel }),
-    ))
+    Ok(Json(json!({ "channelMetadata": project.channel_metadata, "hasChannel": has_channel })))
 }

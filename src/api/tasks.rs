@@ -22,24 +22,14 @@ use crate::store::{ActivityQuery, DynStore};
 
 /// `assignedTo` must be an existing user; returns how the activity names them (their name when they belong
 /// to the project, else their id).
-async fn check_assignee(
-    store: &DynStore,
-    project: &Project,
-    id: &Option<Option<String>>,
-) -> ApiResult<Option<String>> {
+async fn check_assignee(store: &DynStore, project: &Project, id: &Option<Option<String>>) -> ApiResult<Option<String>> {
     let Some(Some(id)) = id else { return Ok(None) };
     let user = store
         .get_user(id)
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating task"))?
-        .ok_or_else(|| {
-            ApiError::validation("Assigned user", "Assigned user must be an existing user")
-        })?;
-    Ok(Some(if access::is_member(project, &user) {
-        user.name
-    } else {
-        user.id
-    }))
+        .ok_or_else(|| ApiError::validation("Assigned user", "Assigned user must be an existing user"))?;
+    Ok(Some(if access::is_member(project, &user) { user.name } else { user.id }))
 }
 
 fn read_patch(body: &Body, creating: bool) -> ApiResult<TaskPatch> {
@@ -70,16 +60,9 @@ pub async fn list_tasks(
     auth: AuthUser,
     Path(project_id): Path<String>,
 ) -> SuccessResult<Response> {
-    let (project, _) =
-        member_project(&state.store(), &project_id, &auth.0, "Error fetching tasks").await?;
-    let body = TasksResponse {
-        success: true,
-        tasks: project
-            .tasks
-            .iter()
-            .map(|t| TaskDto::new(&project.id, t))
-            .collect(),
-    };
+    let (project, _) = member_project(&state.store(), &project_id, &auth.0, "Error fetching tasks").await?;
+    let body =
+        TasksResponse { success: true, tasks: project.tasks.iter().map(|t| TaskDto::new(&project.id, t)).collect() };
     Ok(json_response(&body))
 }
 
@@ -88,16 +71,9 @@ pub async fn get_task(
     auth: AuthUser,
     Path((project_id, task_id)): Path<(String, String)>,
 ) -> SuccessResult<Json<Value>> {
-    let (project, _) =
-        member_project(&state.store(), &project_id, &auth.0, "Error fetching task").await?;
-    let task = project
-        .tasks
-        .iter()
-        .find(|t| t.id == task_id)
-        .ok_or_else(ApiError::task_not_found)?;
-    Ok(success_json(
-        json!({ "task": TaskDto::new(&project.id, task) }),
-    ))
+    let (project, _) = member_project(&state.store(), &project_id, &auth.0, "Error fetching task").await?;
+    let task = project.tasks.iter().find(|t| t.id == task_id).ok_or_else(ApiError::task_not_found)?;
+    Ok(success_json(json!({ "task": TaskDto::new(&project.id, task) })))
 }
 
 pub async fn create_task(
@@ -107,8 +83,7 @@ pub async fn create_task(
     JsonObject(body): JsonObject,
 ) -> SuccessResult<Json<Value>> {
     let store = state.store();
-    let (project, role) =
-        member_project(&store, &project_id, &auth.0, "Error creating task").await?;
+    let (project, role) = member_project(&store, &project_id, &auth.0, "Error creating task").await?;
     if !role.can_write() {
         return Err(ApiError::permission_denied("Viewers cannot modify tasks").into());
     }
@@ -126,9 +101,7 @@ pub async fn create_task(
         .insert_task(&project_id, input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating task"))?;
-    Ok(success_json(
-        json!({ "message": "Task created successfully", "task": TaskDto::new(&project_id, &task) }),
-    ))
+    Ok(success_json(json!({ "message": "Task created successfully", "task": TaskDto::new(&project_id, &task) })))
 }
 
 pub async fn update_task(
@@ -138,8 +111,7 @@ pub async fn update_task(
     JsonObject(body): JsonObject,
 ) -> SuccessResult<Json<Value>> {
     let store = state.store();
-    let (project, role) =
-        member_project(&store, &project_id, &auth.0, "Error updating task").await?;
+    let (project, role) = member_project(&store, &project_id, &auth.0, "Error updating task").await?;
     if !role.can_write() {
         return Err(ApiError::permission_denied("Viewers cannot modify tasks").into());
     }
@@ -152,9 +124,7 @@ pub async fn update_task(
         .update_task(&project_id, &task_id, patch, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating task"))?;
-    Ok(success_json(
-        json!({ "message": "Task updated successfully", "task": TaskDto::new(&project_id, &task) }),
-    ))
+    Ok(success_json(json!({ "message": "Task updated successfully", "task": TaskDto::new(&project_id, &task) })))
 }
 
 pub async fn delete_task(
@@ -163,23 +133,18 @@ pub async fn delete_task(
     Path((project_id, task_id)): Path<(String, String)>,
 ) -> SuccessResult<Json<Value>> {
     let store = state.store();
-    let (project, role) =
-        member_project(&store, &project_id, &auth.0, "Error deleting task").await?;
+    let (project, role) = member_project(&store, &project_id, &auth.0, "Error deleting task").await?;
     if !project.tasks.iter().any(|t| t.id == task_id) {
         return Err(ApiError::task_not_found().into());
     }
     if !role.is_manager() {
-        return Err(
-            ApiError::permission_denied("Only project owners and admins can delete tasks").into(),
-        );
+        return Err(ApiError::permission_denied("Only project owners and admins can delete tasks").into());
     }
     store
         .delete_task(&project_id, &task_id, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error deleting task"))?;
-    Ok(success_json(
-        json!({ "message": "Task deleted successfully" }),
-    ))
+    Ok(success_json(json!({ "message": "Task deleted successfully" })))
 }
 
 fn query_int(
@@ -194,10 +159,7 @@ fn query_int(
         None => Ok(default),
         Some(s) => match s.trim().parse::<usize>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::validation(
-                field,
-                format!("{field} must be an integer between {min} and {max}"),
-            )),
+            _ => Err(ApiError::validation(field, format!("{field} must be an integer between {min} and {max}"))),
         },
     }
 }
@@ -206,10 +168,7 @@ fn query_date(q: &HashMap<String, String>, key: &str, field: &str) -> ApiResult<
     match q.get(key) {
         None => Ok(None),
         Some(s) => time::parse_client_date(s.trim()).map(Some).ok_or_else(|| {
-            ApiError::validation(
-                field,
-                format!("{field} must be in ISO 8601 format (e.g., 2025-10-30T00:00:00Z)"),
-            )
+            ApiError::validation(field, format!("{field} must be in ISO 8601 format (e.g., 2025-10-30T00:00:00Z)"))
         }),
     }
 }
@@ -236,7 +195,5 @@ pub async fn list_activities(
         .map_err(|e| ApiError::from_store(e, "Error fetching activities"))?;
     let has_more = query.offset + page.activities.len() < page.total;
     let activities: Vec<ActivityDto> = page.activities.iter().map(ActivityDto::from).collect();
-    Ok(success_json(
-        json!({ "activities": activities, "total": page.total, "hasMore": has_more }),
-    ))
+    Ok(success_json(json!({ "activities": activities, "total": page.total, "hasMore": has_more })))
 }

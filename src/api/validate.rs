@@ -23,23 +23,13 @@ fn check_len(field: &str, s: String, max: usize) -> Result<String, ApiError> {
 /// Required non-empty string.
 pub fn required_str(body: &Body, key: &str, field: &str, max: usize) -> Result<String, ApiError> {
     match body.get(key) {
-        Some(Value::String(s)) if !s.trim().is_empty() => {
-            check_len(field, s.trim().to_owned(), max)
-        }
-        _ => Err(ApiError::validation(
-            field,
-            format!("{field} is required and must be a non-empty string"),
-        )),
+        Some(Value::String(s)) if !s.trim().is_empty() => check_len(field, s.trim().to_owned(), max),
+        _ => Err(ApiError::validation(field, format!("{field} is required and must be a non-empty string"))),
     }
 }
 
 /// Optional string that must be non-empty when present (a title on update).
-pub fn optional_nonempty_str(
-    body: &Body,
-    key: &str,
-    field: &str,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
+pub fn optional_nonempty_str(body: &Body, key: &str, field: &str, max: usize) -> Result<Option<String>, ApiError> {
     match body.get(key) {
         None => Ok(None),
         Some(_) => required_str(body, key, field, max).map(Some),
@@ -47,88 +37,49 @@ pub fn optional_nonempty_str(
 }
 
 /// Optional text: absent → `None`; `null` or `""` → `Some("")` (cleared).
-pub fn optional_text(
-    body: &Body,
-    key: &str,
-    field: &str,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
+pub fn optional_text(body: &Body, key: &str, field: &str, max: usize) -> Result<Option<String>, ApiError> {
     match body.get(key) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(String::new())),
         Some(Value::String(s)) => check_len(field, s.trim().to_owned(), max).map(Some),
-        Some(_) => Err(ApiError::validation(
-            field,
-            format!("{field} must be a string"),
-        )),
+        Some(_) => Err(ApiError::validation(field, format!("{field} must be a string"))),
     }
 }
 
 /// Optional vocabulary value; aliases become canonical.
-pub fn optional_enum(
-    body: &Body,
-    key: &str,
-    field: &str,
-    vocab: &Vocab,
-) -> Result<Option<String>, ApiError> {
+pub fn optional_enum(body: &Body, key: &str, field: &str, vocab: &Vocab) -> Result<Option<String>, ApiError> {
     match body.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => match vocab.parse(s.trim()) {
             Some(v) => Ok(Some(v.to_owned())),
-            None => Err(ApiError::validation(
-                field,
-                format!("{field} must be one of: {}", vocab.list()),
-            )),
+            None => Err(ApiError::validation(field, format!("{field} must be one of: {}", vocab.list()))),
         },
-        Some(Value::Null) => Err(ApiError::validation(
-            field,
-            format!("{field} must be one of: {}", vocab.list()),
-        )),
-        Some(_) => Err(ApiError::validation(
-            field,
-            format!("{field} must be a string"),
-        )),
+        Some(Value::Null) => Err(ApiError::validation(field, format!("{field} must be one of: {}", vocab.list()))),
+        Some(_) => Err(ApiError::validation(field, format!("{field} must be a string"))),
     }
 }
 
 /// Optional date: absent → `None`; `null`/`""` → `Some(None)`; else canonical UTC (http-api.md §1.7).
-pub fn optional_date(
-    body: &Body,
-    key: &str,
-    field: &str,
-) -> Result<Option<Option<String>>, ApiError> {
-    let bad = || {
-        ApiError::validation(
-            field,
-            format!("{field} must be in ISO 8601 format (e.g., 2025-10-30T00:00:00Z)"),
-        )
-    };
+pub fn optional_date(body: &Body, key: &str, field: &str) -> Result<Option<Option<String>>, ApiError> {
+    let bad =
+        || ApiError::validation(field, format!("{field} must be in ISO 8601 format (e.g., 2025-10-30T00:00:00Z)"));
     match body.get(key) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(None)),
-        Some(Value::String(s)) => time::parse_client_date(s.trim())
-            .map(|t| Some(Some(t)))
-            .ok_or_else(bad),
+        Some(Value::String(s)) => time::parse_client_date(s.trim()).map(|t| Some(Some(t))).ok_or_else(bad),
         Some(_) => Err(bad()),
     }
 }
 
 /// Optional id reference: absent → `None`; `null`/`""` → `Some(None)`.
-pub fn optional_id(
-    body: &Body,
-    key: &str,
-    field: &str,
-) -> Result<Option<Option<String>>, ApiError> {
+pub fn optional_id(body: &Body, key: &str, field: &str) -> Result<Option<Option<String>>, ApiError> {
     match body.get(key) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(None)),
         Some(Value::String(s)) => Ok(Some(Some(s.trim().to_owned()))),
-        Some(_) => Err(ApiError::validation(
-            field,
-            format!("{field} must be a string"),
-        )),
+        Some(_) => Err(ApiError::validation(field, format!("{field} must be a string"))),
     }
 }
 
@@ -149,46 +100,23 @@ mod tests {
     #[test]
     fn wrong_types_and_lengths_name_the_field() {
         let b = body(json!({"title": 5, "description": ["x"], "name": "é".repeat(201)}));
+        assert_eq!(required_str(&b, "title", "Task title", 500).unwrap_err().field.as_deref(), Some("Task title"));
         assert_eq!(
-            required_str(&b, "title", "Task title", 500)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("Task title")
-        );
-        assert_eq!(
-            optional_text(&b, "description", "Description", 10)
-                .unwrap_err()
-                .message,
+            optional_text(&b, "description", "Description", 10).unwrap_err().message,
             "Description must be a string"
         );
         assert_eq!(
-            required_str(&b, "name", "Project name", 200)
-                .unwrap_err()
-                .message,
+            required_str(&b, "name", "Project name", 200).unwrap_err().message,
             "Project name must be 200 characters or less"
         );
     }
 
     #[test]
     fn dates_and_ids_clear_with_null_or_empty() {
-        let b =
-            body(json!({"dueDate": "", "startDate": null, "assignedTo": "", "x": "2025-11-30"}));
-        assert_eq!(
-            optional_date(&b, "dueDate", "Due date").unwrap(),
-            Some(None)
-        );
-        assert_eq!(
-            optional_date(&b, "startDate", "Start date").unwrap(),
-            Some(None)
-        );
-        assert_eq!(
-            optional_id(&b, "assignedTo", "Assigned user").unwrap(),
-            Some(None)
-        );
-        assert_eq!(
-            optional_date(&b, "x", "X").unwrap(),
-            Some(Some("2025-11-30T00:00:00.000Z".into()))
-        );
+        let b = body(json!({"dueDate": "", "startDate": null, "assignedTo": "", "x": "2025-11-30"}));
+        assert_eq!(optional_date(&b, "dueDate", "Due date").unwrap(), Some(None));
+        assert_eq!(optional_date(&b, "startDate", "Start date").unwrap(), Some(None));
+        assert_eq!(optional_id(&b, "assignedTo", "Assigned user").unwrap(), Some(None));
+        assert_eq!(optional_date(&b, "x", "X").unwrap(), Some(Some("2025-11-30T00:00:00.000Z".into())));
     }
 }

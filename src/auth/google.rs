@@ -85,11 +85,8 @@ struct JwkDoc {
 
 impl GoogleVerifier {
     pub fn new(client_ids: Vec<String>, jwks_url: String) -> Self {
-        let client_ids: Vec<String> = client_ids
-            .into_iter()
-            .map(|id| id.trim().to_owned())
-            .filter(|id| !id.is_empty())
-            .collect();
+        let client_ids: Vec<String> =
+            client_ids.into_iter().map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()).collect();
         let http = reqwest::Client::builder()
             .connect_timeout(FETCH_TIMEOUT)
             .timeout(FETCH_TIMEOUT)
@@ -129,9 +126,7 @@ impl GoogleVerifier {
         let kid = header.kid.ok_or(GoogleError::AuthFailed)?;
         let key = self.key_for(&kid).await?;
 
-        let claims = decode::<Value>(credential, &key, &self.validation)
-            .map_err(|_| GoogleError::AuthFailed)?
-            .claims;
+        let claims = decode::<Value>(credential, &key, &self.validation).map_err(|_| GoogleError::AuthFailed)?.claims;
         self.identity_from_claims(&claims)
     }
 
@@ -145,13 +140,8 @@ impl GoogleVerifier {
         if !iss.is_some_and(|iss| GOOGLE_ISSUERS.contains(&iss)) {
             return Err(GoogleError::AuthFailed);
         }
-        let non_empty = |field: &str| {
-            claims
-                .get(field)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
+        let non_empty =
+            |field: &str| claims.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
         let sub = non_empty("sub").ok_or(GoogleError::AuthFailed)?;
         let email = non_empty("email").ok_or(GoogleError::AuthFailed)?;
         let verified = match claims.get("email_verified") {
@@ -162,11 +152,7 @@ impl GoogleVerifier {
         if !verified {
             return Err(GoogleError::EmailUnverified);
         }
-        Ok(GoogleIdentity {
-            sub,
-            email,
-            name: non_empty("name"),
-        })
+        Ok(GoogleIdentity { sub, email, name: non_empty("name") })
     }
 
     async fn key_for(&self, kid: &str) -> Result<Arc<DecodingKey>, GoogleError> {
@@ -175,10 +161,8 @@ impl GoogleVerifier {
             let now = Instant::now();
             // Stale keys whose refresh just failed are served for a while rather than
             // making every request wait on a dead endpoint.
-            let backing_off = cache.has_keys()
-                && cache
-                    .last_failure
-                    .is_some_and(|t| now.duration_since(t) < REFETCH_INTERVAL);
+            let backing_off =
+                cache.has_keys() && cache.last_failure.is_some_and(|t| now.duration_since(t) < REFETCH_INTERVAL);
             (!cache.is_fresh(now) && !backing_off, cache.attempts)
         };
         if needs_fetch {
@@ -203,21 +187,13 @@ impl GoogleVerifier {
         {
             let mut cache = self.cache.write();
             let now = Instant::now();
-            if cache
-                .last_kid_refetch
-                .is_some_and(|t| now.duration_since(t) < REFETCH_INTERVAL)
-            {
+            if cache.last_kid_refetch.is_some_and(|t| now.duration_since(t) < REFETCH_INTERVAL) {
                 return Err(GoogleError::AuthFailed);
             }
             cache.last_kid_refetch = Some(now);
         }
         self.refresh(seen).await;
-        self.cache
-            .read()
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or(GoogleError::AuthFailed)
+        self.cache.read().keys.get(kid).cloned().ok_or(GoogleError::AuthFailed)
     }
 
     /// Fetches the key set unless another task already attempted a fetch since `seen`.
@@ -256,10 +232,7 @@ impl GoogleVerifier {
         };
         let status = resp.status();
         if !status.is_success() {
-            tracing::warn!(
-                status = status.as_u16(),
-                "fetching Google signing keys failed"
-            );
+            tracing::warn!(status = status.as_u16(), "fetching Google signing keys failed");
             return None;
         }
         let max_age = resp
@@ -311,9 +284,7 @@ fn parse_jwks(body: &[u8]) -> Option<HashMap<String, Arc<DecodingKey>>> {
         .filter_map(|k| {
             let n = k.n?;
             let e = k.e?;
-            let key =
-                DecodingKey::from_rsa_components(n.trim_end_matches('='), e.trim_end_matches('='))
-                    .ok()?;
+            let key = DecodingKey::from_rsa_components(n.trim_end_matches('='), e.trim_end_matches('=')).ok()?;
             Some((k.kid?, Arc::new(key)))
         })
         .collect();
@@ -338,19 +309,14 @@ mod tests {
 
     #[allow(dead_code)]
     mod support {
-        include!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/google.rs"
-        ));
+        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/google.rs"));
     }
 
     use support::{sign_id_token, sign_id_token_with_key, JwksServer, TEST_KID};
 
     const CLIENT: &str = "test-client.apps.googleusercontent.com";
-    const OTHER_KEY_PEM: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/google/other-key.pem"
-    ));
+    const OTHER_KEY_PEM: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/google/other-key.pem"));
 
     fn verifier(server: &JwksServer) -> GoogleVerifier {
         GoogleVerifier::new(vec![CLIENT.to_owned()], server.url.clone())
@@ -375,10 +341,7 @@ mod tests {
     #[tokio::test]
     async fn valid_token_yields_identity() {
         let server = JwksServer::start().await;
-        let id = verifier(&server)
-            .verify(&sign_id_token(CLIENT, base_claims()))
-            .await
-            .unwrap();
+        let id = verifier(&server).verify(&sign_id_token(CLIENT, base_claims())).await.unwrap();
         assert_eq!(id.sub, "1234567890");
         assert_eq!(id.email, "ada@example.com");
         assert_eq!(id.name.as_deref(), Some("Ada Lovelace"));
@@ -388,48 +351,30 @@ mod tests {
     async fn name_is_optional_and_bare_issuer_accepted() {
         let server = JwksServer::start().await;
         let claims = json!({"sub": "1", "email": "a@b.c", "iss": "accounts.google.com"});
-        let id = verifier(&server)
-            .verify(&sign_id_token(CLIENT, claims))
-            .await
-            .unwrap();
+        let id = verifier(&server).verify(&sign_id_token(CLIENT, claims)).await.unwrap();
         assert_eq!(id.name, None);
     }
 
     #[tokio::test]
     async fn any_configured_client_id_is_accepted() {
         let server = JwksServer::start().await;
-        let v = GoogleVerifier::new(
-            vec!["web-client".into(), " mobile-client ".into()],
-            server.url.clone(),
-        );
-        assert!(v
-            .verify(&sign_id_token("mobile-client", base_claims()))
-            .await
-            .is_ok());
-        assert!(v
-            .verify(&sign_id_token("web-client", base_claims()))
-            .await
-            .is_ok());
+        let v = GoogleVerifier::new(vec!["web-client".into(), " mobile-client ".into()], server.url.clone());
+        assert!(v.verify(&sign_id_token("mobile-client", base_claims())).await.is_ok());
+        assert!(v.verify(&sign_id_token("web-client", base_claims())).await.is_ok());
     }
 
     #[tokio::test]
     async fn wrong_audience_fails() {
         let server = JwksServer::start().await;
         let token = sign_id_token("someone-else", base_claims());
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
     async fn audience_array_fails() {
         let server = JwksServer::start().await;
         let token = sign_id_token(CLIENT, with(json!({"aud": [CLIENT, "other"]})));
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
@@ -446,10 +391,7 @@ mod tests {
     async fn expired_beyond_leeway_fails() {
         let server = JwksServer::start().await;
         let token = sign_id_token(CLIENT, with(json!({"exp": now() - 400})));
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
@@ -463,20 +405,14 @@ mod tests {
     async fn missing_exp_fails() {
         let server = JwksServer::start().await;
         let token = sign_id_token(CLIENT, with(json!({"exp": null})));
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
     async fn bad_signature_fails() {
         let server = JwksServer::start().await;
         let token = sign_id_token_with_key(OTHER_KEY_PEM, TEST_KID, CLIENT, base_claims());
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
@@ -487,13 +423,7 @@ mod tests {
         let forged = sign_id_token(CLIENT, with(json!({"email": "mallory@example.com"})));
         let forged_payload = forged.split('.').nth(1).unwrap().to_owned();
         parts[1] = &forged_payload;
-        assert_eq!(
-            verifier(&server)
-                .verify(&parts.join("."))
-                .await
-                .unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&parts.join(".")).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
@@ -507,10 +437,7 @@ mod tests {
             "exp": now() + 3600, "email_verified": true
         }));
         let token = encode(&header, &claims, &EncodingKey::from_secret(b"secret")).unwrap();
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
         assert_eq!(server.fetch_count(), 0);
     }
 
@@ -518,19 +445,8 @@ mod tests {
     async fn malformed_tokens_fail() {
         let server = JwksServer::start().await;
         let v = verifier(&server);
-        for token in [
-            "",
-            "abc",
-            "a.b.c",
-            "a.b",
-            "....",
-            "eyJhbGciOiJub25lIn0.e30.",
-        ] {
-            assert_eq!(
-                v.verify(token).await.unwrap_err(),
-                GoogleError::AuthFailed,
-                "{token}"
-            );
+        for token in ["", "abc", "a.b.c", "a.b", "....", "eyJhbGciOiJub25lIn0.e30."] {
+            assert_eq!(v.verify(token).await.unwrap_err(), GoogleError::AuthFailed, "{token}");
         }
         assert_eq!(server.fetch_count(), 0);
     }
@@ -539,9 +455,7 @@ mod tests {
     async fn unknown_kid_refetches_once_then_fails() {
         let server = JwksServer::start().await;
         let v = verifier(&server);
-        v.verify(&sign_id_token(CLIENT, base_claims()))
-            .await
-            .unwrap();
+        v.verify(&sign_id_token(CLIENT, base_claims())).await.unwrap();
         assert_eq!(server.fetch_count(), 1);
 
         let pem = support::test_key_pem();
@@ -553,10 +467,7 @@ mod tests {
         assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
         assert_eq!(server.fetch_count(), 2);
         // Known keys keep working.
-        assert!(v
-            .verify(&sign_id_token(CLIENT, base_claims()))
-            .await
-            .is_ok());
+        assert!(v.verify(&sign_id_token(CLIENT, base_claims())).await.is_ok());
         assert_eq!(server.fetch_count(), 2);
     }
 
@@ -564,10 +475,7 @@ mod tests {
     async fn unknown_kid_on_first_fetch_does_not_fetch_twice() {
         let server = JwksServer::start().await;
         let token = sign_id_token_with_key(support::test_key_pem(), "nope", CLIENT, base_claims());
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
         assert_eq!(server.fetch_count(), 1);
     }
 
@@ -581,29 +489,16 @@ mod tests {
             "exp": now() + 3600, "email_verified": true
         }));
         let token = encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
-        assert_eq!(
-            verifier(&server).verify(&token).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(verifier(&server).verify(&token).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
     async fn email_verified_false_is_unverified() {
         let server = JwksServer::start().await;
         let v = verifier(&server);
-        for value in [
-            json!(false),
-            json!("false"),
-            json!(null),
-            json!(1),
-            json!("TRUE"),
-        ] {
+        for value in [json!(false), json!("false"), json!(null), json!(1), json!("TRUE")] {
             let token = sign_id_token(CLIENT, with(json!({ "email_verified": value })));
-            assert_eq!(
-                v.verify(&token).await.unwrap_err(),
-                GoogleError::EmailUnverified,
-                "{value}"
-            );
+            assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::EmailUnverified, "{value}");
         }
     }
 
@@ -620,15 +515,9 @@ mod tests {
         let v = verifier(&server);
         let claims = with(json!({"email_verified": false}));
         let wrong_aud = sign_id_token("other", claims.clone());
-        assert_eq!(
-            v.verify(&wrong_aud).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(v.verify(&wrong_aud).await.unwrap_err(), GoogleError::AuthFailed);
         let wrong_key = sign_id_token_with_key(OTHER_KEY_PEM, TEST_KID, CLIENT, claims);
-        assert_eq!(
-            v.verify(&wrong_key).await.unwrap_err(),
-            GoogleError::AuthFailed
-        );
+        assert_eq!(v.verify(&wrong_key).await.unwrap_err(), GoogleError::AuthFailed);
     }
 
     #[tokio::test]
@@ -642,11 +531,7 @@ mod tests {
             json!({"sub": 12, "email": "a@b.c"}),
         ] {
             let token = sign_id_token(CLIENT, claims.clone());
-            assert_eq!(
-                v.verify(&token).await.unwrap_err(),
-                GoogleError::AuthFailed,
-                "{claims}"
-            );
+            assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::AuthFailed, "{claims}");
         }
     }
 
@@ -657,15 +542,9 @@ mod tests {
         drop(listener);
         let v = GoogleVerifier::new(vec![CLIENT.to_owned()], url);
         let token = sign_id_token(CLIENT, base_claims());
-        assert_eq!(
-            v.verify(&token).await.unwrap_err(),
-            GoogleError::Unavailable
-        );
+        assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::Unavailable);
         // Nothing cached: the next request tries again rather than backing off.
-        assert_eq!(
-            v.verify(&token).await.unwrap_err(),
-            GoogleError::Unavailable
-        );
+        assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::Unavailable);
     }
 
     #[tokio::test]
@@ -674,10 +553,7 @@ mod tests {
         server.set_failing(true);
         let token = sign_id_token(CLIENT, base_claims());
         let v = verifier(&server);
-        assert_eq!(
-            v.verify(&token).await.unwrap_err(),
-            GoogleError::Unavailable
-        );
+        assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::Unavailable);
         server.set_failing(false);
         assert!(v.verify(&token).await.is_ok());
         assert_eq!(server.fetch_count(), 2);
@@ -690,10 +566,7 @@ mod tests {
             let v = GoogleVerifier::new(ids, server.url.clone());
             assert!(!v.is_configured());
             let token = sign_id_token(CLIENT, base_claims());
-            assert_eq!(
-                v.verify(&token).await.unwrap_err(),
-                GoogleError::NotConfigured
-            );
+            assert_eq!(v.verify(&token).await.unwrap_err(), GoogleError::NotConfigured);
         }
         assert!(verifier(&server).is_configured());
         assert_eq!(server.fetch_count(), 0);
@@ -704,10 +577,7 @@ mod tests {
         let server = JwksServer::start().await;
         let v = verifier(&server);
         for _ in 0..5 {
-            assert!(v
-                .verify(&sign_id_token(CLIENT, base_claims()))
-                .await
-                .is_ok());
+            assert!(v.verify(&sign_id_token(CLIENT, base_claims())).await.is_ok());
         }
         assert_eq!(server.fetch_count(), 1);
     }

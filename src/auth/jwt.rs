@@ -58,13 +58,8 @@ impl Jwt {
     }
 
     pub fn issue_at(&self, user: &User, iat: i64, exp: i64) -> String {
-        let claims = Claims {
-            id: user.id.clone(),
-            email: user.email.clone(),
-            user_type: user.user_type.clone(),
-            iat,
-            exp,
-        };
+        let claims =
+            Claims { id: user.id.clone(), email: user.email.clone(), user_type: user.user_type.clone(), iat, exp };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing with an in-memory key cannot fail")
     }
@@ -99,7 +94,8 @@ mod tests {
         let payload = t.split('.').nth(1).unwrap();
         use base64_decode as b64;
         let json = b64(payload);
-        assert!(json.starts_with("{\"id\":\"1756887342317\",\"email\":\"m@example.com\",\"userType\":\"designer\",\"iat\":"));
+        assert!(json
+            .starts_with("{\"id\":\"1756887342317\",\"email\":\"m@example.com\",\"userType\":\"designer\",\"iat\":"));
     }
 
     #[test]

@@ -49,15 +49,9 @@ pub fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = match parts.headers.get(AUTHORIZATION) {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| ApiError::invalid_token("invalid_token"))?,
-            ),
+            Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid_token("invalid_token"))?),
             None => None,
         };
         let token = bearer_token(header)?;
@@ -87,17 +81,8 @@ mod tests {
         assert_eq!(bearer_token(Some("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer_token(Some("  bEaReR    abc  ")).unwrap(), "abc");
         assert_eq!(bearer_token(None).unwrap_err().code, "auth_required");
-        assert_eq!(
-            bearer_token(Some("Bearer")).unwrap_err().code,
-            "auth_required"
-        );
-        assert_eq!(
-            bearer_token(Some("Basic abc")).unwrap_err().code,
-            "invalid_token"
-        );
-        assert_eq!(
-            bearer_token(Some("Bearer a b")).unwrap_err().code,
-            "invalid_token"
-        );
+        assert_eq!(bearer_token(Some("Bearer")).unwrap_err().code, "auth_required");
+        assert_eq!(bearer_token(Some("Basic abc")).unwrap_err().code, "invalid_token");
+        assert_eq!(bearer_token(Some("Bearer a b")).unwrap_err().code, "invalid_token");
     }
 }

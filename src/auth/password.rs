@@ -28,17 +28,10 @@ pub fn cost_of(hash: &str) -> Option<u32> {
 impl Passwords {
     /// Computes the dummy hash (one bcrypt at `cost`), so call it once at start-up.
     pub fn new(cost: u32) -> Passwords {
-        let dummy = bcrypt::hash("flux-dummy-password-for-unknown-accounts", cost)
-            .expect("bcrypt cost validated by config");
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Passwords {
-            cost,
-            dummy,
-            permits: Semaphore::new(cores),
-            verifications: AtomicU64::new(0),
-        }
+        let dummy =
+            bcrypt::hash("flux-dummy-password-for-unknown-accounts", cost).expect("bcrypt cost validated by config");
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Passwords { cost, dummy, permits: Semaphore::new(cores), verifications: AtomicU64::new(0) }
     }
 
     pub fn cost(&self) -> u32 {
@@ -56,33 +49,21 @@ impl Passwords {
         let usable = hash.filter(|h| cost_of(h).is_some());
         let target = usable.unwrap_or(&self.dummy).to_owned();
         let password = password.to_owned();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = self.permits.acquire().await.expect("semaphore never closed");
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        let ok = tokio::task::spawn_blocking(move || {
-            bcrypt::verify(password.as_bytes(), &target).unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &target).unwrap_or(false))
+            .await
+            .unwrap_or(false);
         ok && usable.is_some()
     }
 
     pub async fn hash(self: &Arc<Self>, password: &str) -> Result<String, String> {
         let password = password.to_owned();
         let cost = self.cost;
-        let _permit = self
-            .permits
-            .acquire()
+        let _permit = self.permits.acquire().await.expect("semaphore never closed");
+        tokio::task::spawn_blocking(move || bcrypt::hash(password.as_bytes(), cost).map_err(|e| e.to_string()))
             .await
-            .expect("semaphore never closed");
-        tokio::task::spawn_blocking(move || {
-            bcrypt::hash(password.as_bytes(), cost).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
     }
 
     pub fn hash_blocking(&self, password: &str) -> Result<String, String> {

@@ -33,19 +33,14 @@ impl Role {
 
 /// Does a member entry's `userId` (an id, or an e-mail in legacy data) refer to this user?
 pub fn refers_to(member_ref: &str, user: &User) -> bool {
-    member_ref == user.id
-        || (member_ref.contains('@') && member_ref.to_lowercase() == user.email.to_lowercase())
+    member_ref == user.id || (member_ref.contains('@') && member_ref.to_lowercase() == user.email.to_lowercase())
 }
 
 /// The caller's effective role, or `None` for a non-member. The creator always counts as an owner; when several
 /// entries match (an id entry and a legacy e-mail entry) the strongest wins.
 pub fn role_of(project: &Project, user: &User) -> Option<Role> {
-    let from_members = project
-        .members
-        .iter()
-        .filter(|m| refers_to(&m.user_id, user))
-        .map(|m| Role::from_stored(&m.role))
-        .max();
+    let from_members =
+        project.members.iter().filter(|m| refers_to(&m.user_id, user)).map(|m| Role::from_stored(&m.role)).max();
     if project.created_by == user.id {
         return Some(Role::Owner);
     }
@@ -54,4 +49,9 @@ pub fn role_of(project: &Project, user: &User) -> Option<Role> {
 
 pub fn is_member(project: &Project, user: &User) -> bool {
     role_of(project, user).is_some()
+}
+
+/// Team and organization membership: a member entry refers to the user (teams have no implicit creator rights).
+pub fn team_role<'a>(team: &'a super::model::Team, user: &User) -> Option<&'a str> {
+    team.members.iter().find(|m| refers_to(&m.user_id, user)).map(|m| m.role.as_str())
 }

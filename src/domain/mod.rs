@@ -21,12 +21,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn from_user(u: &User) -> Actor {
-        Actor {
-            id: u.id.clone(),
-            name: u.name.clone(),
-            email: u.email.clone(),
-            avatar: u.avatar.clone(),
-        }
+        Actor { id: u.id.clone(), name: u.name.clone(), email: u.email.clone(), avatar: u.avatar.clone() }
     }
 }
 

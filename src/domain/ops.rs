@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::model::{Activity, Member, Project, Task};
+use super::model::{Activity, Member, Milestone, Project, Task};
 use super::{new_id, time, Actor, Timestamp};
 
 #[derive(Clone, Debug, Default)]
@@ -71,12 +71,7 @@ pub fn build_project(input: NewProject, actor: &Actor) -> Project {
         created_by: actor.id.clone(),
         created_at: now.clone(),
         updated_at: Some(now.clone()),
-        members: vec![Member {
-            user_id: actor.id.clone(),
-            role: "owner".into(),
-            joined_at: now,
-            extra: Map::new(),
-        }],
+        members: vec![Member { user_id: actor.id.clone(), role: "owner".into(), joined_at: now, extra: Map::new() }],
         tasks: vec![],
         milestones: vec![],
         files: vec![],
@@ -151,11 +146,7 @@ fn activity(
         project_id: project_id.to_owned(),
         kind: kind.to_owned(),
         user_id: Some(actor.id.clone()),
-        user_name: Some(if actor.name.is_empty() {
-            actor.email.clone()
-        } else {
-            actor.name.clone()
-        }),
+        user_name: Some(if actor.name.is_empty() { actor.email.clone() } else { actor.name.clone() }),
         user_email: Some(actor.email.clone()),
         user_avatar: actor.avatar.clone(),
         entity_type: Some(entity_type.to_owned()),
@@ -191,12 +182,7 @@ pub fn task_deleted_activity(project_id: &str, task: &Task, actor: &Actor) -> Ac
 }
 
 /// Applies a partial update and returns the activity it causes (http-api.md §7 PUT).
-pub fn apply_task_patch(
-    project_id: &str,
-    task: &mut Task,
-    patch: TaskPatch,
-    actor: &Actor,
-) -> Activity {
+pub fn apply_task_patch(project_id: &str, task: &mut Task, patch: TaskPatch, actor: &Actor) -> Activity {
     let old = task.clone();
     let now = time::now();
     if let Some(v) = patch.title {
@@ -241,10 +227,7 @@ pub fn apply_task_patch(
     } else if old.priority != task.priority {
         json!({ "field": "priority", "oldValue": old.priority, "newValue": task.priority })
     } else if old.assigned_to != task.assigned_to {
-        let old_label = old
-            .assigned_to
-            .clone()
-            .unwrap_or_else(|| "Unassigned".into());
+        let old_label = old.assigned_to.clone().unwrap_or_else(|| "Unassigned".into());
         let new_label = match &task.assigned_to {
             None => "Unassigned".to_owned(),
             Some(id) => patch.assignee_label.clone().unwrap_or_else(|| id.clone()),
@@ -253,14 +236,7 @@ pub fn apply_task_patch(
     } else {
         json!({})
     };
-    activity(
-        project_id,
-        "task.updated",
-        actor,
-        entity,
-        format!("updated task \"{}\"", task.title),
-        metadata,
-    )
+    activity(project_id, "task.updated", actor, entity, format!("updated task \"{}\"", task.title), metadata)
 }
 
 #[cfg(test)]
@@ -268,46 +244,21 @@ mod tests {
     use super::*;
 
     fn actor() -> Actor {
-        Actor {
-            id: "u1".into(),
-            name: "Una".into(),
-            email: "una@example.com".into(),
-            avatar: None,
-        }
+        Actor { id: "u1".into(), name: "Una".into(), email: "una@example.com".into(), avatar: None }
     }
 
     #[test]
     fn completing_sets_and_reopening_clears_completed_at() {
         let a = actor();
         let mut t = build_task(
-            NewTask {
-                title: "T".into(),
-                status: "todo".into(),
-                priority: "low".into(),
-                ..Default::default()
-            },
+            NewTask { title: "T".into(), status: "todo".into(), priority: "low".into(), ..Default::default() },
             &a,
         );
-        let act = apply_task_patch(
-            "p",
-            &mut t,
-            TaskPatch {
-                status: Some("completed".into()),
-                ..Default::default()
-            },
-            &a,
-        );
+        let act =
+            apply_task_patch("p", &mut t, TaskPatch { status: Some("completed".into()), ..Default::default() }, &a);
         assert_eq!(act.kind, "task.completed");
         assert!(t.completed_at.is_some());
-        let act = apply_task_patch(
-            "p",
-            &mut t,
-            TaskPatch {
-                status: Some("todo".into()),
-                ..Default::default()
-            },
-            &a,
-        );
+        let act = apply_task_patch("p", &mut t, TaskPatch { status: Some("todo".into()), ..Default::default() }, &a);
         assert_eq!(act.kind, "task.updated");
         assert_eq!(act.metadata["field"], "status");
         assert!(t.completed_at.is_none());
@@ -317,27 +268,207 @@ mod tests {
     fn assignee_change_is_labelled() {
         let a = actor();
         let mut t = build_task(
-            NewTask {
-                title: "T".into(),
-                status: "todo".into(),
-                priority: "low".into(),
-                ..Default::default()
-            },
+            NewTask { title: "T".into(), status: "todo".into(), priority: "low".into(), ..Default::default() },
             &a,
         );
         let act = apply_task_patch(
             "p",
             &mut t,
-            TaskPatch {
-                assigned_to: Some(Some("u2".into())),
-                assignee_label: Some("Bo".into()),
-                ..Default::default()
-            },
+            TaskPatch { assigned_to: Some(Some("u2".into())), assignee_label: Some("Bo".into()), ..Default::default() },
             &a,
         );
-        assert_eq!(
-            act.metadata,
-            json!({"field": "assignedTo", "oldValue": "Unassigned", "newValue": "Bo"})
-        );
+        assert_eq!(act.metadata, json!({"field": "assignedTo", "oldValue": "Unassigned", "newValue": "Bo"}));
     }
+}
+
+/// A domain rule refused a change that was decided inside the store's atomic unit (the rule needs the current
+/// state, e.g. "the last owner cannot be demoted").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+const LAST_OWNER: Rejection =
+    Rejection { status: 409, code: "last_owner", message: "A project must keep at least one owner" };
+const OWNERS_ONLY: Rejection =
+    Rejection { status: 403, code: "permission_denied", message: "Only project owners can change owners" };
+const MEMBER_NOT_FOUND: Rejection = Rejection { status: 404, code: "member_not_found", message: "Member not found" };
+const ALREADY_MEMBER: Rejection =
+    Rejection { status: 409, code: "already_member", message: "User is already a member of this project" };
+
+fn owner_count(members: &[Member]) -> usize {
+    members.iter().filter(|m| m.role == "owner").count()
+}
+
+fn member_activity(
+    p: &Project,
+    kind: &str,
+    verb: &str,
+    user_ref: &str,
+    label: &str,
+    actor: &Actor,
+    metadata: Value,
+) -> Activity {
+    activity(&p.id, kind, actor, ("member", user_ref, label), format!("{verb} \"{label}\""), metadata)
+}
+
+/// Appends `user` with `role` (http-api.md §6 POST members). `label` names the user in the activity.
+pub fn add_member(
+    p: &Project,
+    user: &crate::domain::User,
+    role: &str,
+    actor: &Actor,
+) -> Result<(Vec<Member>, Member, Activity), Rejection> {
+    if super::access::is_member(p, user) {
+        return Err(ALREADY_MEMBER);
+    }
+    let member = Member { user_id: user.id.clone(), role: role.to_owned(), joined_at: time::now(), extra: Map::new() };
+    let mut members = p.members.clone();
+    members.push(member.clone());
+    let label = if user.name.is_empty() { user.email.clone() } else { user.name.clone() };
+    let act = member_activity(p, "member.added", "added member", &user.id, &label, actor, json!({ "role": role }));
+    Ok((members, member, act))
+}
+
+/// Changes the role of the entry whose stored `userId` is `entry`; `None` activity when nothing changed.
+pub fn set_member_role(
+    p: &Project,
+    entry: &str,
+    label: &str,
+    role: &str,
+    caller_is_owner: bool,
+    actor: &Actor,
+) -> Result<(Vec<Member>, Member, Option<Activity>), Rejection> {
+    let mut members = p.members.clone();
+    let idx = members.iter().position(|m| m.user_id == entry).ok_or(MEMBER_NOT_FOUND)?;
+    let old = members[idx].role.clone();
+    if old == role {
+        return Ok((members.clone(), members[idx].clone(), None));
+    }
+    if (old == "owner" || role == "owner") && !caller_is_owner {
+        return Err(OWNERS_ONLY);
+    }
+    members[idx].role = role.to_owned();
+    if owner_count(&p.members) > 0 && owner_count(&members) == 0 {
+        return Err(LAST_OWNER);
+    }
+    let act = member_activity(
+        p,
+        "member.updated",
+        "changed role of member",
+        entry,
+        label,
+        actor,
+        json!({ "field": "role", "oldValue": old, "newValue": role }),
+    );
+    Ok((members.clone(), members[idx].clone(), Some(act)))
+}
+
+pub fn remove_member(
+    p: &Project,
+    entry: &str,
+    label: &str,
+    caller_is_owner: bool,
+    actor: &Actor,
+) -> Result<(Vec<Member>, Activity), Rejection> {
+    let idx = p.members.iter().position(|m| m.user_id == entry).ok_or(MEMBER_NOT_FOUND)?;
+    let removed = &p.members[idx];
+    if removed.role == "owner" && !caller_is_owner {
+        return Err(OWNERS_ONLY);
+    }
+    let mut members = p.members.clone();
+    members.remove(idx);
+    if owner_count(&p.members) > 0 && owner_count(&members) == 0 {
+        return Err(LAST_OWNER);
+    }
+    let act =
+        member_activity(p, "member.removed", "removed member", entry, label, actor, json!({ "role": removed.role }));
+    Ok((members, act))
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewMilestone {
+    pub title: String,
+    pub description: String,
+    pub due_date: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MilestonePatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub due_date: Option<Option<Timestamp>>,
+    pub status: Option<String>,
+}
+
+pub fn build_milestone(input: NewMilestone, actor: &Actor) -> Milestone {
+    let now = time::now();
+    Milestone {
+        id: new_id(),
+        title: input.title,
+        legacy_name: None,
+        description: Some(input.description),
+        due_date: input.due_date,
+        status: "pending".into(),
+        created_by: Some(actor.id.clone()),
+        created_at: now.clone(),
+        updated_at: now,
+        completed_at: None,
+        progress: None,
+        order_index: None,
+        extra: Map::new(),
+    }
+}
+
+pub fn milestone_created_activity(project_id: &str, m: &Milestone, actor: &Actor) -> Activity {
+    activity(
+        project_id,
+        "milestone.created",
+        actor,
+        ("milestone", &m.id, &m.title),
+        format!("created milestone \"{}\"", m.title),
+        json!({}),
+    )
+}
+
+pub fn apply_milestone_patch(project_id: &str, m: &mut Milestone, patch: MilestonePatch, actor: &Actor) -> Activity {
+    let now = time::now();
+    let was_completed = m.status == "completed";
+    if let Some(v) = patch.title {
+        m.title = v;
+    }
+    if let Some(v) = patch.description {
+        m.description = Some(v);
+    }
+    if let Some(v) = patch.due_date {
+        m.due_date = v;
+    }
+    if let Some(v) = patch.status {
+        m.status = v;
+    }
+    let entering = m.status == "completed" && !was_completed;
+    if entering {
+        m.completed_at = Some(now.clone());
+    } else if was_completed && m.status != "completed" {
+        m.completed_at = None;
+    }
+    m.updated_at = now;
+    let (kind, verb) = if entering { ("milestone.completed", "completed") } else { ("milestone.updated", "updated") };
+    activity(
+        project_id,
+        kind,
+        actor,
+        ("milestone", &m.id, &m.title),
+        format!("{verb} milestone \"{}\"", m.title),
+        json!({}),
+    )
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct FilePatch {
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub is_public: Option<bool>,
 }

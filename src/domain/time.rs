@@ -37,9 +37,8 @@ pub fn parse_client_date(s: &str) -> Option<Timestamp> {
         return Some(t);
     }
     let (body, offset_secs) = split_offset(s)?;
-    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(body, f).ok())?;
+    let naive =
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"].iter().find_map(|f| NaiveDateTime::parse_from_str(body, f).ok())?;
     let utc = naive.and_utc() - chrono::Duration::seconds(offset_secs);
     Some(format_ts(utc))
 }
@@ -76,22 +75,13 @@ mod tests {
     #[test]
     fn date_only_becomes_midnight_utc() {
         assert_eq!(canonical("2025-11-30").unwrap(), "2025-11-30T00:00:00.000Z");
-        assert_eq!(
-            parse_client_date("2025-11-30").unwrap(),
-            "2025-11-30T00:00:00.000Z"
-        );
+        assert_eq!(parse_client_date("2025-11-30").unwrap(), "2025-11-30T00:00:00.000Z");
     }
 
     #[test]
     fn offsets_and_fractions_are_normalised() {
-        assert_eq!(
-            parse_client_date("2025-10-30T10:00+02:00").unwrap(),
-            "2025-10-30T08:00:00.000Z"
-        );
-        assert_eq!(
-            parse_client_date("2025-10-30T10:00:01.2345Z").unwrap(),
-            "2025-10-30T10:00:01.234Z"
-        );
+        assert_eq!(parse_client_date("2025-10-30T10:00+02:00").unwrap(), "2025-10-30T08:00:00.000Z");
+        assert_eq!(parse_client_date("2025-10-30T10:00:01.2345Z").unwrap(), "2025-10-30T10:00:01.234Z");
         assert!(parse_client_date("2025-10-30T10:00").is_none());
         assert!(parse_client_date("tomorrow").is_none());
         assert!(parse_client_date("2025-13-01").is_none());

@@ -16,9 +16,7 @@ impl Vocab {
 
     /// Reader rule: legacy data may hold anything; aliases become canonical, unknown values stay as they are.
     pub fn canonical(&self, s: &str) -> String {
-        self.parse(s)
-            .map(str::to_owned)
-            .unwrap_or_else(|| s.to_owned())
+        self.parse(s).map(str::to_owned).unwrap_or_else(|| s.to_owned())
     }
 
     pub fn list(&self) -> String {
@@ -30,37 +28,13 @@ pub const TASK_STATUS: Vocab = Vocab {
     values: &["todo", "in_progress", "review", "blocked", "completed"],
     aliases: &[("in-progress", "in_progress")],
 };
-pub const TASK_PRIORITY: Vocab = Vocab {
-    values: &["low", "medium", "high", "critical"],
-    aliases: &[],
-};
+pub const TASK_PRIORITY: Vocab = Vocab { values: &["low", "medium", "high", "critical"], aliases: &[] };
 pub const PROJECT_STATUS: Vocab = Vocab {
-    values: &[
-        "planning",
-        "in_progress",
-        "on_hold",
-        "completed",
-        "cancelled",
-    ],
-    aliases: &[
-        ("in-progress", "in_progress"),
-        ("active", "in_progress"),
-        ("on-hold", "on_hold"),
-    ],
+    values: &["planning", "in_progress", "on_hold", "completed", "cancelled"],
+    aliases: &[("in-progress", "in_progress"), ("active", "in_progress"), ("on-hold", "on_hold")],
 };
-pub const PROJECT_PRIORITY: Vocab = Vocab {
-    values: &["low", "medium", "high", "urgent"],
-    aliases: &[],
-};
-pub const MILESTONE_STATUS: Vocab = Vocab {
-    values: &["pending", "in_progress", "completed", "cancelled"],
-    aliases: &[("in-progress", "in_progress")],
-};
-pub const MEMBER_ROLE: Vocab = Vocab {
-    values: &["owner", "admin", "member", "viewer"],
-    aliases: &[],
-};
-pub const USER_TYPE: Vocab = Vocab {
-    values: &["client", "designer", "admin"],
-    aliases: &[],
-};
+pub const PROJECT_PRIORITY: Vocab = Vocab { values: &["low", "medium", "high", "urgent"], aliases: &[] };
+pub const MILESTONE_STATUS: Vocab =
+    Vocab { values: &["pending", "in_progress", "completed", "cancelled"], aliases: &[("in-progress", "in_progress")] };
+pub const MEMBER_ROLE: Vocab = Vocab { values: &["owner", "admin", "member", "viewer"], aliases: &[] };
+pub const USER_TYPE: Vocab = Vocab { values: &["client", "designer", "admin"], aliases: &[] };

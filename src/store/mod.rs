@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::ops::{NewProject, NewTask, ProjectPatch, TaskPatch};
-use crate::domain::{Activity, Actor, Project, Task, Team, User};
+use crate::domain::ops::{
+    FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
+};
+use crate::domain::{Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum StoreError {
@@ -18,6 +20,9 @@ pub enum StoreError {
     #[error("conflict: {message}")]
     Conflict { code: &'static str, message: String },
     /// The store cannot make the write durable or cannot be reached; nothing was acknowledged.
+    /// A domain rule refused the change (decided against the current state inside the atomic unit).
+    #[error("rejected: {}", .0.code)]
+    Rejected(Rejection),
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store error: {0}")]
@@ -70,6 +75,9 @@ pub trait Store: Send + Sync + 'static {
     async fn update_user(&self, id: &str, patch: UserPatch) -> StoreResult<User>;
 
     async fn get_team(&self, id: &str) -> StoreResult<Option<Team>>;
+    /// Teams and organizations (one collection) the user is a member of, in creation order.
+    async fn list_teams_for(&self, user: &User) -> StoreResult<Vec<Team>>;
+    async fn insert_team(&self, team: Team) -> StoreResult<Team>;
 
     /// Projects the user is a member of (http-api.md §1.10), in creation order.
     async fn list_projects_for(&self, user: &User) -> StoreResult<Vec<Arc<Project>>>;
@@ -79,12 +87,7 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the project with its members, tasks, milestones and activities.
     async fn delete_project(&self, id: &str) -> StoreResult<()>;
 
-    async fn insert_task(
-        &self,
-        project_id: &str,
-        input: NewTask,
-        actor: &Actor,
-    ) -> StoreResult<(Task, Activity)>;
+    async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)>;
     async fn update_task(
         &self,
         project_id: &str,
@@ -92,19 +95,60 @@ pub trait Store: Send + Sync + 'static {
         patch: TaskPatch,
         actor: &Actor,
     ) -> StoreResult<(Task, Activity)>;
-    async fn delete_task(
+    async fn delete_task(&self, project_id: &str, task_id: &str, actor: &Actor) -> StoreResult<Activity>;
+
+    /// Appends `user` to the members (`Rejected{already_member}` when they already belong).
+    async fn add_member(
         &self,
         project_id: &str,
-        task_id: &str,
+        user: &User,
+        role: &str,
+        actor: &Actor,
+    ) -> StoreResult<(Member, Activity)>;
+    /// `entry` is the member entry's stored `userId` (an id, or a legacy e-mail); `label` names the member in the
+    /// activity. `None` activity when the role did not change.
+    async fn update_member_role(
+        &self,
+        project_id: &str,
+        entry: &str,
+        label: &str,
+        role: &str,
+        caller_is_owner: bool,
+        actor: &Actor,
+    ) -> StoreResult<(Member, Option<Activity>)>;
+    async fn remove_member(
+        &self,
+        project_id: &str,
+        entry: &str,
+        label: &str,
+        caller_is_owner: bool,
         actor: &Actor,
     ) -> StoreResult<Activity>;
 
-    /// Newest first, filtered, then paged.
-    async fn list_activities(
+    async fn insert_milestone(
         &self,
         project_id: &str,
-        query: &ActivityQuery,
-    ) -> StoreResult<ActivityPage>;
+        input: NewMilestone,
+        actor: &Actor,
+    ) -> StoreResult<(Milestone, Activity)>;
+    async fn update_milestone(
+        &self,
+        project_id: &str,
+        milestone_id: &str,
+        patch: MilestonePatch,
+        actor: &Actor,
+    ) -> StoreResult<(Milestone, Activity)>;
+
+    /// One atomic write for every record of an upload request.
+    async fn insert_files(&self, files: Vec<FileRecord>) -> StoreResult<Vec<FileRecord>>;
+    /// The uploader's files, in upload order, optionally only those attached to `project_id`.
+    async fn list_files_for(&self, uploader: &str, project_id: Option<&str>) -> StoreResult<Vec<FileRecord>>;
+    async fn get_file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
+    async fn update_file(&self, id: &str, patch: FilePatch) -> StoreResult<FileRecord>;
+    async fn delete_file(&self, id: &str) -> StoreResult<FileRecord>;
+
+    /// Newest first, filtered, then paged.
+    async fn list_activities(&self, project_id: &str, query: &ActivityQuery) -> StoreResult<ActivityPage>;
 
     /// Makes everything acknowledged so far durable in the store's long-term form (JSON: a final compaction).
     async fn flush(&self) -> StoreResult<()>;

@@ -10,109 +10,27 @@ async fn malformed_bodies_get_4xx_never_500() {
     let pid = app.create_project(&token, "Bad input").await;
     let tasks = format!("/api/projects/{pid}/tasks");
 
-    let r = app
-        .raw(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some("application/json"),
-            "{not json",
-        )
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["code"].as_str()),
-        (400, Some("invalid_json"))
-    );
-    let r = app
-        .raw(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some("application/json"),
-            "[1,2]",
-        )
-        .await;
+    let r = app.raw(Method::POST, "/api/auth/login", None, Some("application/json"), "{not json").await;
+    assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (400, Some("invalid_json")));
+    let r = app.raw(Method::POST, "/api/auth/login", None, Some("application/json"), "[1,2]").await;
     assert_eq!(r.body["code"], "invalid_json");
-    let r = app
-        .raw(
-            Method::POST,
-            "/api/auth/signup",
-            None,
-            Some("text/plain"),
-            "{\"email\":\"x\"}",
-        )
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["code"].as_str()),
-        (415, Some("unsupported_media_type"))
-    );
-    let r = app
-        .raw(
-            Method::POST,
-            "/api/auth/signup",
-            None,
-            None,
-            "{\"email\":\"x\"}",
-        )
-        .await;
+    let r = app.raw(Method::POST, "/api/auth/signup", None, Some("text/plain"), "{\"email\":\"x\"}").await;
+    assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (415, Some("unsupported_media_type")));
+    let r = app.raw(Method::POST, "/api/auth/signup", None, None, "{\"email\":\"x\"}").await;
     assert_eq!(r.status, 415);
     let r = app
-        .raw(
-            Method::POST,
-            &tasks,
-            Some(&token),
-            Some("application/json; charset=utf-8"),
-            "{\"title\": \"ok\"}",
-        )
+        .raw(Method::POST, &tasks, Some(&token), Some("application/json; charset=utf-8"), "{\"title\": \"ok\"}")
         .await;
     assert_eq!(r.status, 200, "charset parameter accepted");
-    let r = app
-        .raw(
-            Method::POST,
-            &tasks,
-            Some(&token),
-            Some("application/json"),
-            "{\"title\": ",
-        )
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["code"].as_str()),
-        (400, Some("invalid_json"))
-    );
-    assert!(
-        r.body.get("message").is_some(),
-        "pre-handler errors use the message family"
-    );
-    let r = app
-        .raw(
-            Method::POST,
-            &tasks,
-            Some(&token),
-            Some("application/json"),
-            "",
-        )
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["field"].as_str()),
-        (400, Some("Task title"))
-    );
-    let r = app
-        .raw(
-            Method::PUT,
-            &format!("/api/projects/{pid}"),
-            Some(&token),
-            Some("application/json"),
-            "null",
-        )
-        .await;
+    let r = app.raw(Method::POST, &tasks, Some(&token), Some("application/json"), "{\"title\": ").await;
+    assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (400, Some("invalid_json")));
+    assert!(r.body.get("message").is_some(), "pre-handler errors use the message family");
+    let r = app.raw(Method::POST, &tasks, Some(&token), Some("application/json"), "").await;
+    assert_eq!((r.status.as_u16(), r.body["field"].as_str()), (400, Some("Task title")));
+    let r = app.raw(Method::PUT, &format!("/api/projects/{pid}"), Some(&token), Some("application/json"), "null").await;
     assert_eq!(r.body["code"], "invalid_json");
 
-    for body in [
-        json!({"title": null}),
-        json!({"title": {"a": 1}}),
-        json!({"title": true}),
-        json!({"title": 1.5}),
-    ] {
+    for body in [json!({"title": null}), json!({"title": {"a": 1}}), json!({"title": true}), json!({"title": 1.5})] {
         let r = app.post(&tasks, &token, body.clone()).await;
         assert_eq!(r.status, 400, "{body}");
     }

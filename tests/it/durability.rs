@@ -20,13 +20,7 @@ fn task_ids_in_files(dir: &Path) -> HashSet<String> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|p| {
-            p["tasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["id"].as_str().unwrap().to_owned())
-        })
+        .flat_map(|p| p["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()))
         .collect()
 }
 
@@ -44,17 +38,11 @@ async fn fifty_concurrent_writers_lose_nothing() {
     for w in 0..50 {
         let app = app.clone();
         let token = token.clone();
-        let project = if w % 2 == 0 {
-            shared.clone()
-        } else {
-            own[w / 2].clone()
-        };
+        let project = if w % 2 == 0 { shared.clone() } else { own[w / 2].clone() };
         handles.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..6 {
-                let r = app
-                    .create_task(&token, &project, &format!("w{w}-{i}"))
-                    .await;
+                let r = app.create_task(&token, &project, &format!("w{w}-{i}")).await;
                 assert_eq!(r.status, 200, "{}", r.body);
                 acked.push(r.body["task"]["id"].as_str().unwrap().to_owned());
             }
@@ -66,9 +54,7 @@ async fn fifty_concurrent_writers_lose_nothing() {
         acked.extend(h.await.unwrap());
     }
     assert_eq!(acked.len(), 300);
-    let tasks = app
-        .get(&format!("/api/projects/{shared}/tasks"), &token)
-        .await;
+    let tasks = app.get(&format!("/api/projects/{shared}/tasks"), &token).await;
     assert_eq!(tasks.body["tasks"].as_array().unwrap().len(), 25 * 6);
     let mut app = Arc::try_unwrap(app).ok().expect("no other owners");
     app.stop().await;
@@ -79,10 +65,7 @@ async fn fifty_concurrent_writers_lose_nothing() {
         acked.difference(&on_disk).count()
     );
     // Activity files are valid JSON too, one per project with writes.
-    let acts = read_json(
-        &app.data_dir()
-            .join(format!("data/activities/{shared}.json")),
-    );
+    let acts = read_json(&app.data_dir().join(format!("data/activities/{shared}.json")));
     assert_eq!(acts["activities"].as_array().unwrap().len(), 150);
 }
 
@@ -93,12 +76,7 @@ async fn concurrent_updates_to_one_project_are_not_lost() {
     let pid = app.create_project(&token, "Batch").await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(
-            app.create_task(&token, &pid, &format!("t{i}")).await.body["task"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(app.create_task(&token, &pid, &format!("t{i}")).await.body["task"]["id"].as_str().unwrap().to_owned());
     }
     // The Kanban board's batch move: N parallel PUTs on tasks of one project.
     let mut handles = Vec::new();
@@ -106,24 +84,14 @@ async fn concurrent_updates_to_one_project_are_not_lost() {
         let app = app.clone();
         let (token, pid) = (token.clone(), pid.clone());
         handles.push(tokio::spawn(async move {
-            app.put(
-                &format!("/api/projects/{pid}/tasks/{id}"),
-                &token,
-                json!({"status": "review"}),
-            )
-            .await
-            .status
+            app.put(&format!("/api/projects/{pid}/tasks/{id}"), &token, json!({"status": "review"})).await.status
         }));
     }
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);
     }
     let tasks = app.get(&format!("/api/projects/{pid}/tasks"), &token).await;
-    assert!(tasks.body["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|t| t["status"] == "review"));
+    assert!(tasks.body["tasks"].as_array().unwrap().iter().all(|t| t["status"] == "review"));
 }
 
 /// The disk fails under the journal: the write gets 503 `store_unavailable`, is not visible, and the legacy
@@ -144,13 +112,7 @@ async fn a_failing_fsync_is_a_503_and_nothing_changes() {
     let (token, _) = app.signup("disk@example.com").await;
     let pid = app.create_project(&token, "Disk").await;
     assert_eq!(app.create_task(&token, &pid, "before").await.status, 200);
-    app.server
-        .as_ref()
-        .unwrap()
-        .json_store()
-        .compact_now()
-        .await
-        .unwrap();
+    app.server.as_ref().unwrap().json_store().compact_now().await.unwrap();
     let files_before = std::fs::read(dir.path().join("projects.json")).unwrap();
 
     failing.store(true, Ordering::SeqCst);
@@ -158,31 +120,14 @@ async fn a_failing_fsync_is_a_503_and_nothing_changes() {
     assert_eq!(r.status, 503);
     assert_eq!(r.body["code"], "store_unavailable");
     assert_eq!(r.headers["retry-after"], "5");
-    let r = app
-        .put(
-            &format!("/api/projects/{pid}"),
-            &token,
-            json!({"name": "renamed"}),
-        )
-        .await;
+    let r = app.put(&format!("/api/projects/{pid}"), &token, json!({"name": "renamed"})).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["code"], "store_unavailable");
     let tasks = app.get(&format!("/api/projects/{pid}/tasks"), &token).await;
-    let titles: Vec<&str> = tasks.body["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["title"].as_str().unwrap())
-        .collect();
+    let titles: Vec<&str> =
+        tasks.body["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["before"], "an unacknowledged write is not visible");
-    assert!(app
-        .server
-        .as_ref()
-        .unwrap()
-        .json_store()
-        .compact_now()
-        .await
-        .is_err());
+    assert!(app.server.as_ref().unwrap().json_store().compact_now().await.is_err());
     assert_eq!(
         std::fs::read(dir.path().join("projects.json")).unwrap(),
         files_before,
@@ -193,18 +138,8 @@ async fn a_failing_fsync_is_a_503_and_nothing_changes() {
     assert_eq!(app.create_task(&token, &pid, "after").await.status, 200);
     app.stop().await;
     let projects = read_json(&dir.path().join("projects.json"));
-    let p = projects["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == pid.as_str())
-        .unwrap();
-    let titles: Vec<&str> = p["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["title"].as_str().unwrap())
-        .collect();
+    let p = projects["projects"].as_array().unwrap().iter().find(|p| p["id"] == pid.as_str()).unwrap();
+    let titles: Vec<&str> = p["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["before", "after"]);
     assert_eq!(p["name"], "Disk");
 }
@@ -216,16 +151,7 @@ struct Child9 {
 
 fn spawn_server(dir: &Path, compact_seconds: &str) -> Child9 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
-        .args([
-            "--no-env-file",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ])
+        .args(["--no-env-file", "--data-dir", dir.to_str().unwrap(), "serve", "--host", "127.0.0.1", "--port", "0"])
         .env("JWT_SECRET", SECRET)
         .env("FLUX_BCRYPT_COST", "4")
         .env("FLUX_JSON_COMPACT_SECONDS", compact_seconds)
@@ -237,14 +163,8 @@ fn spawn_server(dir: &Path, compact_seconds: &str) -> Child9 {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    Child9 {
-        child,
-        base: format!("http://{addr}"),
-    }
+    let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    Child9 { child, base: format!("http://{addr}") }
 }
 
 /// A child server under write load is killed with SIGKILL at random moments; after each restart the files parse
@@ -292,29 +212,16 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
             .json()
             .await
             .unwrap();
-        let present: HashSet<String> = r["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["id"].as_str().unwrap().to_owned())
-            .collect();
+        let present: HashSet<String> =
+            r["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
         let missing: Vec<_> = acked.difference(&present).collect();
-        assert!(
-            missing.is_empty(),
-            "round {round}: {} acknowledged writes lost",
-            missing.len()
-        );
+        assert!(missing.is_empty(), "round {round}: {} acknowledged writes lost", missing.len());
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for w in 0..8 {
-            let (client, base, token, pid, stop) = (
-                client.clone(),
-                server.base.clone(),
-                token.clone(),
-                pid.clone(),
-                stop.clone(),
-            );
+            let (client, base, token, pid, stop) =
+                (client.clone(), server.base.clone(), token.clone(), pid.clone(), stop.clone());
             writers.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 let mut i = 0;
@@ -351,11 +258,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
             read_json(&dir.path().join(f));
         }
     }
-    assert!(
-        acked.len() > 20,
-        "the load produced writes ({})",
-        acked.len()
-    );
+    assert!(acked.len() > 20, "the load produced writes ({})", acked.len());
     let mut server = spawn_server(dir.path(), "300");
     let r: Value = client
         .get(format!("{}/api/projects/{pid}/tasks", server.base))
@@ -366,17 +269,9 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         .json()
         .await
         .unwrap();
-    let present: HashSet<String> = r["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(
-        acked.is_subset(&present),
-        "{} acknowledged writes lost",
-        acked.difference(&present).count()
-    );
+    let present: HashSet<String> =
+        r["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    assert!(acked.is_subset(&present), "{} acknowledged writes lost", acked.difference(&present).count());
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     // Start-up replay compacted everything into the legacy files.
@@ -386,12 +281,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    );
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     h.finish()
 }
 
@@ -432,19 +322,13 @@ async fn a_torn_journal_tail_is_discarded_and_a_corrupt_middle_refuses_start() {
         server: Some(server),
         dir: dir.clone(),
     };
-    let tasks = app2
-        .get(&format!("/api/projects/{pid}/tasks"), &token)
-        .await;
+    let tasks = app2.get(&format!("/api/projects/{pid}/tasks"), &token).await;
     assert_eq!(tasks.body["tasks"][0]["title"], "kept");
     let mut app2 = app2;
     app2.stop().await;
 
     // Corruption before the last record is not a crash artefact: refuse to start.
-    std::fs::write(
-        journal.join("00000000000000000001.wal"),
-        b"garbage\tdeadbeef\n",
-    )
-    .unwrap();
+    std::fs::write(journal.join("00000000000000000001.wal"), b"garbage\tdeadbeef\n").unwrap();
     std::fs::write(journal.join("00000000000000000002.wal"), &copy).unwrap();
     std::fs::write(journal.join("BASE"), b"0").unwrap();
     let cfg = crate::support::test_config(dir.path(), &[]);

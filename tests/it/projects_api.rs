@@ -41,31 +41,16 @@ async fn create_get_list_update_delete_project() {
     assert_eq!(upd.body["project"]["dueDate"], json!(null));
     assert_eq!(upd.body["project"]["name"], "Spring Lookbook");
 
-    let bad = app
-        .put(
-            &format!("/api/projects/{id}"),
-            &token,
-            json!({"status": "nope"}),
-        )
-        .await;
+    let bad = app.put(&format!("/api/projects/{id}"), &token, json!({"status": "nope"})).await;
     assert_eq!(bad.status, 400);
-    assert_eq!(
-        bad.body["success"], false,
-        "PUT field errors use the success family"
-    );
+    assert_eq!(bad.body["success"], false, "PUT field errors use the success family");
     assert_eq!(bad.body["field"], "Status");
 
     let del = app.delete(&format!("/api/projects/{id}"), &token).await;
-    assert_eq!(
-        del.body,
-        json!({"success": true, "message": "Project deleted successfully"})
-    );
+    assert_eq!(del.body, json!({"success": true, "message": "Project deleted successfully"}));
     let gone = app.get(&format!("/api/projects/{id}"), &token).await;
     assert_eq!(gone.status, 404);
-    assert_eq!(
-        gone.body,
-        json!({"success": false, "error": "Project not found", "code": "project_not_found"})
-    );
+    assert_eq!(gone.body, json!({"success": false, "error": "Project not found", "code": "project_not_found"}));
 }
 
 #[tokio::test]
@@ -78,32 +63,16 @@ async fn non_members_get_the_missing_project_answer() {
     let foreign = app.get(&format!("/api/projects/{id}"), &stranger).await;
     assert_eq!(foreign.status, 404);
     assert_eq!(foreign.body, missing.body);
-    let put = app
-        .put(
-            &format!("/api/projects/{id}"),
-            &stranger,
-            json!({"name": "x"}),
-        )
-        .await;
+    let put = app.put(&format!("/api/projects/{id}"), &stranger, json!({"name": "x"})).await;
     assert_eq!(put.status, 404);
-    assert_eq!(
-        put.body,
-        json!({"message": "Project not found", "code": "project_not_found"})
-    );
+    assert_eq!(put.body, json!({"message": "Project not found", "code": "project_not_found"}));
     let del = app.delete(&format!("/api/projects/{id}"), &stranger).await;
     assert_eq!(del.status, 404);
-    let tasks = app
-        .get(&format!("/api/projects/{id}/tasks"), &stranger)
-        .await;
+    let tasks = app.get(&format!("/api/projects/{id}/tasks"), &stranger).await;
     assert_eq!(tasks.status, 404);
-    let long = app
-        .get(&format!("/api/projects/{}", "x".repeat(500)), &owner)
-        .await;
+    let long = app.get(&format!("/api/projects/{}", "x".repeat(500)), &owner).await;
     assert_eq!(long.status, 404);
-    assert!(app.get("/api/projects", &stranger).await.body["projects"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(app.get("/api/projects", &stranger).await.body["projects"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -115,10 +84,7 @@ async fn project_validation_errors_name_the_field() {
         (json!({"name": "   "}), "Project name"),
         (json!({"name": 42}), "Project name"),
         (json!({"name": "n".repeat(201)}), "Project name"),
-        (
-            json!({"name": "ok", "description": "d".repeat(2001)}),
-            "Description",
-        ),
+        (json!({"name": "ok", "description": "d".repeat(2001)}), "Description"),
         (json!({"name": "ok", "status": "done"}), "Status"),
         (json!({"name": "ok", "priority": "critical"}), "Priority"),
         (json!({"name": "ok", "dueDate": "next week"}), "Due date"),
@@ -139,35 +105,14 @@ async fn channel_link_and_read() {
     let app = TestApp::spawn().await;
     let (token, _) = app.signup("c@example.com").await;
     let id = app.create_project(&token, "Chan").await;
-    let before = app
-        .get(&format!("/api/projects/{id}/channel"), &token)
-        .await;
-    assert_eq!(
-        before.body,
-        json!({"channelMetadata": null, "hasChannel": false})
-    );
-    let missing = app
-        .post(&format!("/api/projects/{id}/channel"), &token, json!({}))
-        .await;
-    assert_eq!(
-        (missing.status.as_u16(), missing.body["field"].as_str()),
-        (400, Some("Channel ID"))
-    );
-    let linked = app
-        .post(
-            &format!("/api/projects/{id}/channel"),
-            &token,
-            json!({"channelId": "chan-42"}),
-        )
-        .await;
+    let before = app.get(&format!("/api/projects/{id}/channel"), &token).await;
+    assert_eq!(before.body, json!({"channelMetadata": null, "hasChannel": false}));
+    let missing = app.post(&format!("/api/projects/{id}/channel"), &token, json!({})).await;
+    assert_eq!((missing.status.as_u16(), missing.body["field"].as_str()), (400, Some("Channel ID")));
+    let linked = app.post(&format!("/api/projects/{id}/channel"), &token, json!({"channelId": "chan-42"})).await;
     assert_eq!(linked.status, 200);
-    assert_eq!(
-        linked.body["project"]["channelMetadata"]["channelId"],
-        "chan-42"
-    );
-    let after = app
-        .get(&format!("/api/projects/{id}/channel"), &token)
-        .await;
+    assert_eq!(linked.body["project"]["channelMetadata"]["channelId"], "chan-42");
+    let after = app.get(&format!("/api/projects/{id}/channel"), &token).await;
     assert_eq!(after.body["hasChannel"], true);
 }
 
@@ -176,20 +121,14 @@ async fn unknown_routes_and_wrong_methods_are_route_not_found() {
     let app = TestApp::spawn().await;
     let r = app.call(Method::GET, "/api/nope", None, None).await;
     assert_eq!(r.status, 404);
-    assert_eq!(
-        r.body,
-        json!({"message": "API endpoint not found", "code": "route_not_found"})
-    );
+    assert_eq!(r.body, json!({"message": "API endpoint not found", "code": "route_not_found"}));
     let r = app.call(Method::PATCH, "/api/projects", None, None).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["code"], "route_not_found");
     let h = app.call(Method::GET, "/api/health", None, None).await;
     assert_eq!(h.body["status"], "ok");
     assert_eq!(h.body["store"]["mode"], "json");
-    assert_eq!(
-        h.body["database"],
-        json!({"usePostgres": false, "dualWriteEnabled": false})
-    );
+    assert_eq!(h.body["database"], json!({"usePostgres": false, "dualWriteEnabled": false}));
     let h = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(h.status, 200);
     let csrf = app.call(Method::GET, "/api/csrf-token", None, None).await;
@@ -204,8 +143,10 @@ async fn the_client_build_is_served_with_an_index_fallback() {
     std::fs::write(build.join("index.html"), "<html>app</html>").unwrap();
     std::fs::write(build.join("app.js"), "console.log(1)").unwrap();
     let cfg = crate::support::test_config(&dir.path().join("data"), &["--static-dir", build.to_str().unwrap()]);
-    let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, crate::support::SECRET.into())).await.unwrap();
-    let app = TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let server =
+        fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, crate::support::SECRET.into())).await.unwrap();
+    let app =
+        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
     let js = app.call(Method::GET, "/app.js", None, None).await;
     assert_eq!((js.status.as_u16(), js.body.as_str()), (200, Some("console.log(1)")));
     let deep = app.call(Method::GET, "/projects/123/board", None, None).await;

@@ -13,10 +13,7 @@ use tempfile::TempDir;
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/legacy"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/legacy"))
 }
 
 /// Copies the legacy fixture set into `dir` (writable copies; the originals are read-only).
@@ -89,12 +86,7 @@ impl TestApp {
         let mut opts = ServerOptions::new(cfg, SECRET.into());
         opts.json_fs = fs;
         let server = app::start(opts).await.expect("server starts");
-        TestApp {
-            base: format!("http://{}", server.addr),
-            client: reqwest::Client::new(),
-            server: Some(server),
-            dir,
-        }
+        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -113,16 +105,8 @@ impl TestApp {
         Self::spawn_in(self.dir.clone(), Fs::default()).await
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -134,11 +118,7 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp {
-            status,
-            body,
-            headers,
-        }
+        Resp { status, body, headers }
     }
 
     pub async fn raw(
@@ -149,10 +129,7 @@ impl TestApp {
         content_type: Option<&str>,
         body: &'static str,
     ) -> Resp {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path))
-            .body(body);
+        let mut req = self.client.request(method, format!("{}{}", self.base, path)).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -163,11 +140,7 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        Resp {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            headers,
-        }
+        Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
@@ -186,40 +159,29 @@ impl TestApp {
     /// Signs up a fresh user; returns (token, user id).
     pub async fn signup(&self, email: &str) -> (String, String) {
         let r = self
-            .call(Method::POST, "/api/auth/signup", None, Some(json!({"email": email, "password": "password-123", "name": email.split('@').next().unwrap()})))
+            .call(
+                Method::POST,
+                "/api/auth/signup",
+                None,
+                Some(json!({"email": email, "password": "password-123", "name": email.split('@').next().unwrap()})),
+            )
             .await;
         assert_eq!(r.status, 200, "signup failed: {}", r.body);
-        (
-            r.body["token"].as_str().unwrap().to_owned(),
-            r.body["user"]["id"].as_str().unwrap().to_owned(),
-        )
+        (r.body["token"].as_str().unwrap().to_owned(), r.body["user"]["id"].as_str().unwrap().to_owned())
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Resp {
-        self.call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"email": email, "password": password})),
-        )
-        .await
+        self.call(Method::POST, "/api/auth/login", None, Some(json!({"email": email, "password": password}))).await
     }
 
     pub async fn create_project(&self, token: &str, name: &str) -> String {
-        let r = self
-            .post("/api/projects", token, json!({"name": name}))
-            .await;
+        let r = self.post("/api/projects", token, json!({"name": name})).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["project"]["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn create_task(&self, token: &str, project: &str, title: &str) -> Resp {
-        self.post(
-            &format!("/api/projects/{project}/tasks"),
-            token,
-            json!({"title": title}),
-        )
-        .await
+        self.post(&format!("/api/projects/{project}/tasks"), token, json!({"title": title})).await
     }
 }
 
@@ -233,8 +195,7 @@ impl Drop for TestApp {
 /// A token as the legacy server would sign it (no password login, so no rehash side effect).
 pub fn token_for(id: &str, email: &str) -> String {
     let now = chrono::Utc::now().timestamp();
-    let claims =
-        json!({"id": id, "email": email, "userType": "client", "iat": now, "exp": now + 604800});
+    let claims = json!({"id": id, "email": email, "userType": "client", "iat": now, "exp": now + 604800});
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,
@@ -245,6 +206,5 @@ pub fn token_for(id: &str, email: &str) -> String {
 
 pub fn read_json(path: &Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
 }

@@ -13,7 +13,12 @@ async fn add_member(app: &TestApp, project: &str, user_id: &str, role: &str) {
     store
         .write(move |s| {
             let mut p = (**s.projects.get(&project).unwrap()).clone();
-            p.members.push(serde_json::from_value(json!({"userId": user_id, "role": role, "joinedAt": "2025-11-26T10:00:00.000Z"})).unwrap());
+            p.members.push(
+                serde_json::from_value(
+                    json!({"userId": user_id, "role": role, "joinedAt": "2025-11-26T10:00:00.000Z"}),
+                )
+                .unwrap(),
+            );
             Ok(((), vec![Op::put_project(&p)]))
         })
         .await
@@ -38,78 +43,35 @@ async fn task_lifecycle_with_activities_and_progress() {
 
     let second = app.create_task(&token, &pid, "Second").await;
     let list = app.get(&format!("/api/projects/{pid}/tasks"), &token).await;
-    let titles: Vec<&str> = list.body["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["title"].as_str().unwrap())
-        .collect();
+    let titles: Vec<&str> =
+        list.body["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["Draft", "Second"], "appended in position order");
 
-    let upd = app
-        .put(
-            &format!("/api/projects/{pid}/tasks/{tid}"),
-            &token,
-            json!({"status": "in-progress"}),
-        )
-        .await;
+    let upd = app.put(&format!("/api/projects/{pid}/tasks/{tid}"), &token, json!({"status": "in-progress"})).await;
     assert_eq!(upd.body["task"]["status"], "in_progress");
-    let done = app
-        .put(
-            &format!("/api/projects/{pid}/tasks/{tid}"),
-            &token,
-            json!({"status": "completed"}),
-        )
-        .await;
+    let done = app.put(&format!("/api/projects/{pid}/tasks/{tid}"), &token, json!({"status": "completed"})).await;
     assert!(done.body["task"]["completedAt"].is_string());
     let project = app.get(&format!("/api/projects/{pid}"), &token).await;
     assert_eq!(project.body["project"]["progress"], 50);
-    let reopened = app
-        .put(
-            &format!("/api/projects/{pid}/tasks/{tid}"),
-            &token,
-            json!({"status": "review"}),
-        )
-        .await;
+    let reopened = app.put(&format!("/api/projects/{pid}/tasks/{tid}"), &token, json!({"status": "review"})).await;
     assert_eq!(reopened.body["task"]["completedAt"], json!(null));
-    let empty = app
-        .put(
-            &format!("/api/projects/{pid}/tasks/{tid}"),
-            &token,
-            json!({}),
-        )
-        .await;
+    let empty = app.put(&format!("/api/projects/{pid}/tasks/{tid}"), &token, json!({})).await;
     assert_eq!(empty.status, 200);
     assert_eq!(empty.body["task"]["title"], "Draft");
 
-    let one = app
-        .get(&format!("/api/projects/{pid}/tasks/{tid}"), &token)
-        .await;
+    let one = app.get(&format!("/api/projects/{pid}/tasks/{tid}"), &token).await;
     assert_eq!(one.body["task"]["status"], "review");
 
     let sid = second.body["task"]["id"].as_str().unwrap();
-    let del = app
-        .delete(&format!("/api/projects/{pid}/tasks/{sid}"), &token)
-        .await;
-    assert_eq!(
-        del.body,
-        json!({"success": true, "message": "Task deleted successfully"})
-    );
-    let gone = app
-        .get(&format!("/api/projects/{pid}/tasks/{sid}"), &token)
-        .await;
+    let del = app.delete(&format!("/api/projects/{pid}/tasks/{sid}"), &token).await;
+    assert_eq!(del.body, json!({"success": true, "message": "Task deleted successfully"}));
+    let gone = app.get(&format!("/api/projects/{pid}/tasks/{sid}"), &token).await;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.body["code"], "task_not_found");
 
-    let acts = app
-        .get(&format!("/api/projects/{pid}/activities"), &token)
-        .await;
-    let types: Vec<&str> = acts.body["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["type"].as_str().unwrap())
-        .collect();
+    let acts = app.get(&format!("/api/projects/{pid}/activities"), &token).await;
+    let types: Vec<&str> =
+        acts.body["activities"].as_array().unwrap().iter().map(|a| a["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
         [
@@ -125,27 +87,14 @@ async fn task_lifecycle_with_activities_and_progress() {
     assert_eq!(acts.body["total"], 7);
     assert_eq!(acts.body["hasMore"], false);
     let first_update = &acts.body["activities"][4];
-    assert_eq!(
-        first_update["metadata"],
-        json!({"field": "status", "oldValue": "todo", "newValue": "in_progress"})
-    );
+    assert_eq!(first_update["metadata"], json!({"field": "status", "oldValue": "todo", "newValue": "in_progress"}));
     assert_eq!(first_update["action"], "updated task \"Draft\"");
-    let page = app
-        .get(
-            &format!("/api/projects/{pid}/activities?limit=2&offset=1&type=task.updated"),
-            &token,
-        )
-        .await;
+    let page = app.get(&format!("/api/projects/{pid}/activities?limit=2&offset=1&type=task.updated"), &token).await;
     assert_eq!(page.body["total"], 3);
     assert_eq!(page.body["activities"].as_array().unwrap().len(), 2);
     assert_eq!(page.body["hasMore"], false);
-    let bad = app
-        .get(&format!("/api/projects/{pid}/activities?limit=0"), &token)
-        .await;
-    assert_eq!(
-        (bad.status.as_u16(), bad.body["field"].as_str()),
-        (400, Some("Limit"))
-    );
+    let bad = app.get(&format!("/api/projects/{pid}/activities?limit=0"), &token).await;
+    assert_eq!((bad.status.as_u16(), bad.body["field"].as_str()), (400, Some("Limit")));
 }
 
 #[tokio::test]
@@ -164,24 +113,13 @@ async fn task_validation_and_roles() {
         (json!({"title": ["x"]}), "Task title"),
         (json!({"title": "t".repeat(501)}), "Task title"),
         (json!({"title": "ok", "status": "doing"}), "Task status"),
-        (
-            json!({"title": "ok", "priority": "urgent"}),
-            "Task priority",
-        ),
-        (
-            json!({"title": "ok", "assignedTo": "no-such-user"}),
-            "Assigned user",
-        ),
+        (json!({"title": "ok", "priority": "urgent"}), "Task priority"),
+        (json!({"title": "ok", "assignedTo": "no-such-user"}), "Assigned user"),
         (json!({"title": "ok", "assignedTo": 7}), "Assigned user"),
         (json!({"title": "ok", "dueDate": "31/12/2025"}), "Due date"),
-        (
-            json!({"title": "ok", "description": "d".repeat(5001)}),
-            "Description",
-        ),
+        (json!({"title": "ok", "description": "d".repeat(5001)}), "Description"),
     ] {
-        let r = app
-            .post(&format!("/api/projects/{pid}/tasks"), &owner, body.clone())
-            .await;
+        let r = app.post(&format!("/api/projects/{pid}/tasks"), &owner, body.clone()).await;
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         assert_eq!(r.body["field"], field, "{body}");
         assert_eq!(r.body["success"], false);
@@ -193,45 +131,25 @@ async fn task_validation_and_roles() {
         denied.body,
         json!({"success": false, "error": "Viewers cannot modify tasks", "code": "permission_denied"})
     );
-    assert_eq!(
-        app.get(&format!("/api/projects/{pid}/tasks"), &viewer)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.get(&format!("/api/projects/{pid}/tasks"), &viewer).await.status, 200);
 
     let by_member = app.create_task(&member, &pid, "by a contributor").await;
     assert_eq!(by_member.status, 200);
     let tid = by_member.body["task"]["id"].as_str().unwrap();
-    let del = app
-        .delete(&format!("/api/projects/{pid}/tasks/{tid}"), &member)
-        .await;
+    let del = app.delete(&format!("/api/projects/{pid}/tasks/{tid}"), &member).await;
     assert_eq!(del.status, 403);
-    assert_eq!(
-        del.body["error"],
-        "Only project owners and admins can delete tasks"
-    );
-    let reassigned = app
-        .put(
-            &format!("/api/projects/{pid}/tasks/{tid}"),
-            &owner,
-            json!({"assignedTo": member_id}),
-        )
-        .await;
+    assert_eq!(del.body["error"], "Only project owners and admins can delete tasks");
+    let reassigned =
+        app.put(&format!("/api/projects/{pid}/tasks/{tid}"), &owner, json!({"assignedTo": member_id})).await;
     assert_eq!(reassigned.status, 200);
-    let acts = app
-        .get(&format!("/api/projects/{pid}/activities?limit=1"), &owner)
-        .await;
+    let acts = app.get(&format!("/api/projects/{pid}/activities?limit=1"), &owner).await;
     assert_eq!(
         acts.body["activities"][0]["metadata"],
         json!({"field": "assignedTo", "oldValue": "Unassigned", "newValue": "member"})
     );
     let del_project = app.delete(&format!("/api/projects/{pid}"), &member).await;
     assert_eq!(del_project.status, 403);
-    assert_eq!(
-        del_project.body["error"],
-        "Only project owners can delete projects"
-    );
+    assert_eq!(del_project.body["error"], "Only project owners can delete projects");
 }
 
 #[tokio::test]
@@ -240,10 +158,7 @@ async fn deleting_a_project_removes_its_activity_file() {
     let (token, _) = app.signup("d@example.com").await;
     let pid = app.create_project(&token, "Doomed").await;
     app.create_task(&token, &pid, "t").await;
-    let file = app
-        .data_dir()
-        .join("data/activities")
-        .join(format!("{pid}.json"));
+    let file = app.data_dir().join("data/activities").join(format!("{pid}.json"));
     app.stop().await;
     assert!(file.exists());
     let app = app.restart().await;
@@ -251,16 +166,8 @@ async fn deleting_a_project_removes_its_activity_file() {
         let r = app.login("d@example.com", "password-123").await;
         (r.body["token"].as_str().unwrap().to_owned(), ())
     };
-    assert_eq!(
-        app.delete(&format!("/api/projects/{pid}"), &token)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.delete(&format!("/api/projects/{pid}"), &token).await.status, 200);
     let mut app = app;
     app.stop().await;
-    assert!(
-        !file.exists(),
-        "activity file of a deleted project is removed"
-    );
+    assert!(!file.exists(), "activity file of a deleted project is removed");
 }

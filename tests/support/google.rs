@@ -13,14 +13,8 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 #[allow(dead_code)]
 pub const TEST_KID: &str = "test-key-1";
 
-const JWKS_JSON: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/google/jwks.json"
-));
-const TEST_KEY_PEM: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/google/test-key.pem"
-));
+const JWKS_JSON: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/google/jwks.json"));
+const TEST_KEY_PEM: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/google/test-key.pem"));
 
 #[allow(dead_code)]
 pub struct JwksServer {
@@ -45,11 +39,8 @@ impl JwksServer {
 
     /// Like `start`, with a `Cache-Control` header on every response.
     pub async fn start_with_cache_control(cache_control: Option<&'static str>) -> JwksServer {
-        let state = Arc::new(ServerState {
-            fetches: AtomicUsize::new(0),
-            failing: AtomicBool::new(false),
-            cache_control,
-        });
+        let state =
+            Arc::new(ServerState { fetches: AtomicUsize::new(0), failing: AtomicBool::new(false), cache_control });
         let handler_state = state.clone();
         let app = Router::new().route(
             "/certs",
@@ -58,18 +49,12 @@ impl JwksServer {
                 async move { serve_jwks(&state) }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind JWKS test server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind JWKS test server");
         let addr = listener.local_addr().expect("JWKS test server address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        JwksServer {
-            url: format!("http://{addr}/certs"),
-            state,
-            task,
-        }
+        JwksServer { url: format!("http://{addr}/certs"), state, task }
     }
 
     pub fn fetch_count(&self) -> usize {
@@ -95,8 +80,7 @@ fn serve_jwks(state: &ServerState) -> Response {
     }
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], JWKS_JSON).into_response();
     if let Some(cc) = state.cache_control {
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cc));
+        resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cc));
     }
     resp
 }
@@ -117,12 +101,7 @@ pub fn sign_id_token(client_id: &str, claims: serde_json::Value) -> String {
 
 /// `sign_id_token` with another private key and/or `kid`.
 #[allow(dead_code)]
-pub fn sign_id_token_with_key(
-    key_pem: &str,
-    kid: &str,
-    client_id: &str,
-    claims: serde_json::Value,
-) -> String {
+pub fn sign_id_token_with_key(key_pem: &str, kid: &str, client_id: &str, claims: serde_json::Value) -> String {
     let now = chrono::Utc::now().timestamp();
     let mut merged = serde_json::json!({
         "iss": "https://accounts.google.com",
@@ -131,9 +110,7 @@ pub fn sign_id_token_with_key(
         "exp": now + 3600,
         "email_verified": true,
     });
-    let target = merged
-        .as_object_mut()
-        .expect("default claims are an object");
+    let target = merged.as_object_mut().expect("default claims are an object");
     for (k, v) in claims.as_object().expect("claims must be a JSON object") {
         if v.is_null() {
             target.remove(k);

@@ -57,10 +57,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, LoadError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(LoadError::Io {
-            path: path.to_owned(),
-            err,
-        }),
+        Err(err) => Err(LoadError::Io { path: path.to_owned(), err }),
     }
 }
 
@@ -87,36 +84,15 @@ where
 /// Loads every legacy file; a missing file is empty, a file that does not parse is an error naming it.
 pub fn load_state(data_dir: &Path) -> Result<State, LoadError> {
     let mut state = State::default();
-    let users: Vec<User> = load_list(&data_dir.join("users.json"), |f: UsersFile<Vec<User>>| {
-        f.users
-    })?;
-    let projects: Vec<Project> = load_list(
-        &data_dir.join("projects.json"),
-        |f: ProjectsFile<Vec<Project>>| f.projects,
-    )?;
-    let teams: Vec<Team> = load_list(&data_dir.join("teams.json"), |f: TeamsFile<Vec<Team>>| {
-        f.teams
-    })?;
-    let files: Vec<FileRecord> = load_list(
-        &data_dir.join("files.json"),
-        |f: FilesFile<Vec<FileRecord>>| f.files,
-    )?;
-    state.users = users
-        .into_iter()
-        .map(|u| (u.id.clone(), Arc::new(u)))
-        .collect();
-    state.projects = projects
-        .into_iter()
-        .map(|p| (p.id.clone(), Arc::new(p)))
-        .collect();
-    state.teams = teams
-        .into_iter()
-        .map(|t| (t.id.clone(), Arc::new(t)))
-        .collect();
-    state.files = files
-        .into_iter()
-        .map(|f| (f.id.clone(), Arc::new(f)))
-        .collect();
+    let users: Vec<User> = load_list(&data_dir.join("users.json"), |f: UsersFile<Vec<User>>| f.users)?;
+    let projects: Vec<Project> =
+        load_list(&data_dir.join("projects.json"), |f: ProjectsFile<Vec<Project>>| f.projects)?;
+    let teams: Vec<Team> = load_list(&data_dir.join("teams.json"), |f: TeamsFile<Vec<Team>>| f.teams)?;
+    let files: Vec<FileRecord> = load_list(&data_dir.join("files.json"), |f: FilesFile<Vec<FileRecord>>| f.files)?;
+    state.users = users.into_iter().map(|u| (u.id.clone(), Arc::new(u))).collect();
+    state.projects = projects.into_iter().map(|p| (p.id.clone(), Arc::new(p))).collect();
+    state.teams = teams.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
+    state.files = files.into_iter().map(|f| (f.id.clone(), Arc::new(f))).collect();
 
     let dir = activities_dir(data_dir);
     if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -129,8 +105,7 @@ pub fn load_state(data_dir: &Path) -> Result<State, LoadError> {
             if name.starts_with('.') {
                 continue;
             }
-            let mut list: Vec<Activity> =
-                load_list(&path, |f: ActivitiesFile<Vec<Activity>>| f.activities)?;
+            let mut list: Vec<Activity> = load_list(&path, |f: ActivitiesFile<Vec<Activity>>| f.activities)?;
             list.reverse();
             state.activities.insert(pid.to_owned(), Arc::new(list));
         }
@@ -144,9 +119,7 @@ pub fn to_legacy_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"  ");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    value
-        .serialize(&mut ser)
-        .expect("serialising in-memory records cannot fail");
+    value.serialize(&mut ser).expect("serialising in-memory records cannot fail");
     out
 }
 
@@ -161,23 +134,15 @@ impl<T: Serialize> Serialize for ArcSlice<'_, T> {
 /// file of a deleted project).
 pub fn render(state: &State, key: &FileKey) -> Option<Vec<u8>> {
     Some(match key {
-        FileKey::Users => to_legacy_json(&UsersFile {
-            users: ArcSlice(state.users.values().map(|a| &**a).collect()),
-        }),
-        FileKey::Projects => to_legacy_json(&ProjectsFile {
-            projects: ArcSlice(state.projects.values().map(|a| &**a).collect()),
-        }),
-        FileKey::Teams => to_legacy_json(&TeamsFile {
-            teams: ArcSlice(state.teams.values().map(|a| &**a).collect()),
-        }),
-        FileKey::Files => to_legacy_json(&FilesFile {
-            files: ArcSlice(state.files.values().map(|a| &**a).collect()),
-        }),
+        FileKey::Users => to_legacy_json(&UsersFile { users: ArcSlice(state.users.values().map(|a| &**a).collect()) }),
+        FileKey::Projects => {
+            to_legacy_json(&ProjectsFile { projects: ArcSlice(state.projects.values().map(|a| &**a).collect()) })
+        }
+        FileKey::Teams => to_legacy_json(&TeamsFile { teams: ArcSlice(state.teams.values().map(|a| &**a).collect()) }),
+        FileKey::Files => to_legacy_json(&FilesFile { files: ArcSlice(state.files.values().map(|a| &**a).collect()) }),
         FileKey::Activities(pid) => {
             let list = state.activities.get(pid)?;
-            to_legacy_json(&ActivitiesFile {
-                activities: ArcSlice(list.iter().rev().collect()),
-            })
+            to_legacy_json(&ActivitiesFile { activities: ArcSlice(list.iter().rev().collect()) })
         }
     })
 }

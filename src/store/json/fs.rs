@@ -26,9 +26,7 @@ pub struct Fs {
 
 impl std::fmt::Debug for Fs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fs")
-            .field("faults", &self.hook.is_some())
-            .finish()
+        f.debug_struct("Fs").field("faults", &self.hook.is_some()).finish()
     }
 }
 
@@ -57,11 +55,7 @@ impl Fs {
     /// Creates (or truncates) `path`, writes `bytes` and fsyncs the file.
     pub fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.check(FsOp::CompactWrite, path)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
         f.write_all(bytes)?;
         f.sync_all()
     }

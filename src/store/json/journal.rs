@@ -54,10 +54,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name
-            .strip_suffix(".wal")
-            .and_then(|n| n.parse::<u64>().ok())
-        {
+        if let Some(n) = name.strip_suffix(".wal").and_then(|n| n.parse::<u64>().ok()) {
             out.push((n, entry.path()));
         }
     }
@@ -67,9 +64,9 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 pub fn read_base(dir: &Path) -> io::Result<u64> {
     match fs::read_to_string(dir.join("BASE")) {
-        Ok(s) => s.trim().parse().map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, "journal/BASE is not a number")
-        }),
+        Ok(s) => {
+            s.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "journal/BASE is not a number"))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e),
     }
@@ -79,25 +76,17 @@ pub fn read_base(dir: &Path) -> io::Result<u64> {
 pub enum ReplayError {
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: io::Error },
-    #[error(
-        "{path}: corrupt journal record at line {line} (not the last record; refusing to guess)"
-    )]
+    #[error("{path}: corrupt journal record at line {line} (not the last record; refusing to guess)")]
     Corrupt { path: PathBuf, line: usize },
 }
 
 /// Reads every record after `base`, in seq order, truncating a torn tail of the last segment.
 pub fn read_all(dir: &Path, base: u64) -> Result<Vec<Record>, ReplayError> {
-    let segments = list_segments(dir).map_err(|err| ReplayError::Io {
-        path: dir.to_owned(),
-        err,
-    })?;
+    let segments = list_segments(dir).map_err(|err| ReplayError::Io { path: dir.to_owned(), err })?;
     let mut out = Vec::new();
     let last = segments.len().saturating_sub(1);
     for (i, (_, path)) in segments.iter().enumerate() {
-        let io_err = |err| ReplayError::Io {
-            path: path.clone(),
-            err,
-        };
+        let io_err = |err| ReplayError::Io { path: path.clone(), err };
         let file = File::open(path).map_err(io_err)?;
         let mut reader = BufReader::new(file);
         let mut offset: u64 = 0;
@@ -111,11 +100,7 @@ pub fn read_all(dir: &Path, base: u64) -> Result<Vec<Record>, ReplayError> {
             }
             line_no += 1;
             let complete = buf.ends_with(b"\n");
-            let record = if complete {
-                decode(&buf[..buf.len() - 1])
-            } else {
-                None
-            };
+            let record = if complete { decode(&buf[..buf.len() - 1]) } else { None };
             match record {
                 Some(r) => {
                     offset += n as u64;
@@ -128,10 +113,7 @@ pub fn read_all(dir: &Path, base: u64) -> Result<Vec<Record>, ReplayError> {
                     let mut rest = Vec::new();
                     std::io::Read::read_to_end(&mut reader, &mut rest).map_err(io_err)?;
                     if i != last || !rest.is_empty() {
-                        return Err(ReplayError::Corrupt {
-                            path: path.clone(),
-                            line: line_no,
-                        });
+                        return Err(ReplayError::Corrupt { path: path.clone(), line: line_no });
                     }
                     tracing::warn!(path = %path.display(), line = line_no, "discarding torn journal tail (write never acknowledged)");
                     let f = OpenOptions::new().write(true).open(path).map_err(io_err)?;
@@ -186,9 +168,9 @@ pub fn finish_compaction(fs: &Fs, data_dir: &Path, dir: &Path, marker: &Marker) 
 
 pub fn read_marker(dir: &Path) -> io::Result<Option<Marker>> {
     match fs::read(dir.join(MARKER)) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("journal/{MARKER}: {e}"))
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("journal/{MARKER}: {e}"))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

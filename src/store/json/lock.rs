@@ -22,26 +22,15 @@ pub enum LockError {
 impl DataDirLock {
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let path = data_dir.join(".lock");
-        let io = |err| LockError::Io {
-            path: path.display().to_string(),
-            err,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let io = |err| LockError::Io { path: path.display().to_string(), err };
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         // SAFETY: flock on a descriptor we own; no memory is shared with the kernel call.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
-            return Err(LockError::Held {
-                dir: data_dir.display().to_string(),
-                pid: pid.trim().to_owned(),
-            });
+            return Err(LockError::Held { dir: data_dir.display().to_string(), pid: pid.trim().to_owned() });
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;

@@ -40,12 +40,7 @@ pub struct JsonOptions {
 
 impl JsonOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> JsonOptions {
-        JsonOptions {
-            data_dir: data_dir.into(),
-            compact_bytes: 64 << 20,
-            compact_seconds: 300,
-            fs: Fs::default(),
-        }
+        JsonOptions { data_dir: data_dir.into(), compact_bytes: 64 << 20, compact_seconds: 300, fs: Fs::default() }
     }
 }
 
@@ -105,11 +100,7 @@ impl Segment {
         let path = journal::segment_path(dir, first_seq);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let good_len = file.metadata()?.len();
-        Ok(Segment {
-            file,
-            path,
-            good_len,
-        })
+        Ok(Segment { file, path, good_len })
     }
 
     fn append(&mut self, fs: &Fs, bytes: &[u8]) -> std::io::Result<()> {
@@ -142,9 +133,7 @@ impl JsonStore {
         for dir in [&data_dir, &journal_dir, &format::activities_dir(&data_dir)] {
             std::fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
         }
-        if let Some(marker) =
-            journal::read_marker(&journal_dir).map_err(|e| io("journal marker", e))?
-        {
+        if let Some(marker) = journal::read_marker(&journal_dir).map_err(|e| io("journal marker", e))? {
             tracing::warn!(seq = marker.seq, "completing an interrupted compaction");
             journal::finish_compaction(&opts.fs, &data_dir, &journal_dir, &marker)
                 .map_err(|e| io("completing interrupted compaction", e))?;
@@ -152,8 +141,7 @@ impl JsonStore {
         remove_temp_files(&data_dir);
         remove_temp_files(&format::activities_dir(&data_dir));
         remove_temp_files(&journal_dir);
-        ensure_empty_files(&opts.fs, &data_dir)
-            .map_err(|e| io("creating empty legacy files", e))?;
+        ensure_empty_files(&opts.fs, &data_dir).map_err(|e| io("creating empty legacy files", e))?;
 
         let mut state = format::load_state(&data_dir)?;
         let base = journal::read_base(&journal_dir).map_err(|e| io("journal/BASE", e))?;
@@ -170,10 +158,8 @@ impl JsonStore {
             tracing::info!(records = records.len(), last_seq = last, "journal replayed");
         }
         // Start-up compaction: the replayed writes reach the legacy files before anything else happens.
-        compact(&opts.fs, &data_dir, &journal_dir, &state, last, &dirty)
-            .map_err(|e| io("start-up compaction", e))?;
-        let segment =
-            Segment::open(&journal_dir, last + 1).map_err(|e| io("opening journal segment", e))?;
+        compact(&opts.fs, &data_dir, &journal_dir, &state, last, &dirty).map_err(|e| io("start-up compaction", e))?;
+        let segment = Segment::open(&journal_dir, last + 1).map_err(|e| io("opening journal segment", e))?;
 
         let shared = Arc::new(Shared {
             journal_dir,
@@ -206,10 +192,7 @@ impl JsonStore {
             .name("json-journal".into())
             .spawn(move || journal_loop(s3, segment, job_tx))
             .map_err(|e| io("starting journal thread", e))?;
-        Ok(JsonStore {
-            shared,
-            thread: Mutex::new(Some(handle)),
-        })
+        Ok(JsonStore { shared, thread: Mutex::new(Some(handle)) })
     }
 
     /// The state as of the last durable write.
@@ -219,10 +202,7 @@ impl JsonStore {
 
     /// Applies one write: `f` decides (from the current state) what changes, the change is journaled, and the
     /// call returns once the record is fsynced. Nothing is visible to readers before that.
-    pub async fn write<R>(
-        &self,
-        f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>,
-    ) -> StoreResult<R> {
+    pub async fn write<R>(&self, f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>) -> StoreResult<R> {
         let (result, rx) = {
             let mut guard = self.shared.writer.lock();
             let w = &mut *guard;
@@ -230,9 +210,7 @@ impl JsonStore {
                 return Err(StoreError::Unavailable(msg.clone()));
             }
             if w.shutdown {
-                return Err(StoreError::Unavailable(
-                    "the JSON store is shut down".into(),
-                ));
+                return Err(StoreError::Unavailable("the JSON store is shut down".into()));
             }
             let (result, ops) = f(&w.working)?;
             if ops.is_empty() {
@@ -241,11 +219,7 @@ impl JsonStore {
             for op in &ops {
                 w.working.apply(op, &mut w.dirty);
             }
-            let record = Record {
-                seq: w.next_seq,
-                at: time::now(),
-                ops,
-            };
+            let record = Record { seq: w.next_seq, at: time::now(), ops };
             w.next_seq += 1;
             w.buf.extend_from_slice(&journal::encode(&record));
             let (tx, rx) = oneshot::channel();
@@ -269,8 +243,7 @@ impl JsonStore {
             self.shared.cond.notify_one();
             rx
         };
-        rx.await
-            .map_err(|_| StoreError::Unavailable("journal thread stopped".into()))?
+        rx.await.map_err(|_| StoreError::Unavailable("journal thread stopped".into()))?
     }
 
     /// Final compaction, then stops the threads. Writes after this are refused.
@@ -306,12 +279,9 @@ fn remove_temp_files(dir: &Path) {
 }
 
 fn ensure_empty_files(fs: &Fs, data_dir: &Path) -> std::io::Result<()> {
-    for (name, key) in [
-        ("users.json", "users"),
-        ("projects.json", "projects"),
-        ("teams.json", "teams"),
-        ("files.json", "files"),
-    ] {
+    for (name, key) in
+        [("users.json", "users"), ("projects.json", "projects"), ("teams.json", "teams"), ("files.json", "files")]
+    {
         let path = data_dir.join(name);
         if !path.exists() {
             let tmp = data_dir.join(format!(".{name}.tmp-init"));
@@ -386,8 +356,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
 
         dirty_since.append(&mut shared.returned_dirty.lock());
         let due = segment.good_len > shared.opts.compact_bytes
-            || first_record_at
-                .is_some_and(|t| t.elapsed() >= Duration::from_secs(shared.opts.compact_seconds));
+            || first_record_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(shared.opts.compact_seconds));
         let wanted = due || !compact_requests.is_empty() || shutdown;
         if wanted {
             if *shared.completed.lock() < sent {
@@ -406,9 +375,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                     Err(e) => {
                         tracing::error!(error = %e, "cannot open a new journal segment; compaction postponed");
                         for w in compact_requests {
-                            let _ = w.send(Err(StoreError::Unavailable(format!(
-                                "compaction failed: {e}"
-                            ))));
+                            let _ = w.send(Err(StoreError::Unavailable(format!("compaction failed: {e}"))));
                         }
                         continue;
                     }
@@ -437,22 +404,13 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
 
 fn compactor_loop(shared: Arc<Shared>, jobs: mpsc::Receiver<CompactJob>) {
     while let Ok(job) = jobs.recv() {
-        let result = compact(
-            &shared.opts.fs,
-            &shared.opts.data_dir,
-            &shared.journal_dir,
-            &job.snapshot,
-            job.seq,
-            &job.dirty,
-        );
+        let result =
+            compact(&shared.opts.fs, &shared.opts.data_dir, &shared.journal_dir, &job.snapshot, job.seq, &job.dirty);
         let reply = match &result {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "compaction failed; the journal keeps every write and it will be retried");
-                shared
-                    .returned_dirty
-                    .lock()
-                    .extend(job.dirty.iter().cloned());
+                shared.returned_dirty.lock().extend(job.dirty.iter().cloned());
                 Err(StoreError::Unavailable(format!("compaction failed: {e}")))
             }
         };
@@ -486,11 +444,7 @@ fn compact(
             let target = format::path_of(data_dir, key);
             match format::render(state, key) {
                 Some(bytes) => {
-                    let name = target
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned();
+                    let name = target.file_name().unwrap_or_default().to_string_lossy().into_owned();
                     let tmp = target.with_file_name(format!(".{name}.tmp-{tag:08x}"));
                     fs.write_synced(&tmp, &bytes)?;
                     renames.push((tmp, target));
@@ -502,16 +456,9 @@ fn compact(
                 }
             }
         }
-        let marker = Marker {
-            seq,
-            renames: renames.clone(),
-            removes: removes.clone(),
-        };
+        let marker = Marker { seq, renames: renames.clone(), removes: removes.clone() };
         let tmp = journal_dir.join(".COMPACTING.tmp");
-        fs.write_synced(
-            &tmp,
-            &serde_json::to_vec(&marker).expect("marker serialises"),
-        )?;
+        fs.write_synced(&tmp, &serde_json::to_vec(&marker).expect("marker serialises"))?;
         fs.rename(&tmp, &journal_dir.join(journal::MARKER))?;
         fs.sync_dir(journal_dir)?;
         Ok(marker)

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
-    model::progress_of, Activity, FileRecord, Milestone, Project, Task, Team, User,
-};
+use crate::domain::{model::progress_of, Activity, FileRecord, Milestone, Project, Task, Team, User};
 
 /// Records are behind `Arc` so that publishing a snapshot to readers after each group commit costs one pointer
 /// copy per record, and a write copies only the records it changes.
@@ -158,9 +156,7 @@ impl State {
             }
             Op::PutMilestone { project, pos, rec } => {
                 if let Some(p) = self.projects.get_mut(project) {
-                    put_positioned(&mut Arc::make_mut(p).milestones, *pos, rec, |m| {
-                        m.id == rec.id
-                    });
+                    put_positioned(&mut Arc::make_mut(p).milestones, *pos, rec, |m| m.id == rec.id);
                     dirty.insert(FileKey::Projects);
                 }
             }
@@ -191,8 +187,7 @@ impl State {
                 if !self.projects.contains_key(&rec.project_id) {
                     return;
                 }
-                let list =
-                    Arc::make_mut(self.activities.entry(rec.project_id.clone()).or_default());
+                let list = Arc::make_mut(self.activities.entry(rec.project_id.clone()).or_default());
                 if !list.iter().rev().take(64).any(|a| a.id == rec.id) {
                     list.push(rec.clone());
                 }
@@ -207,10 +202,7 @@ impl State {
             return Some(u);
         }
         let lower = email.to_lowercase();
-        let mut matches = self
-            .users
-            .values()
-            .filter(|u| u.email.to_lowercase() == lower);
+        let mut matches = self.users.values().filter(|u| u.email.to_lowercase() == lower);
         let first = matches.next()?;
         matches.next().is_none().then_some(first)
     }

@@ -6,16 +6,23 @@ use async_trait::async_trait;
 
 use super::state::Op;
 use super::JsonStore;
-use crate::domain::ops::{self, NewProject, NewTask, ProjectPatch, TaskPatch};
-use crate::domain::{access, time, Activity, Actor, Project, Task, Team, User};
+use crate::domain::ops::{self, FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, TaskPatch};
+use crate::domain::{access, time, Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
 use crate::store::{ActivityPage, ActivityQuery, Store, StoreError, StoreResult, UserPatch};
 
-const PROJECT_NOT_FOUND: StoreError = StoreError::NotFound {
-    code: "project_not_found",
-};
-const TASK_NOT_FOUND: StoreError = StoreError::NotFound {
-    code: "task_not_found",
-};
+const PROJECT_NOT_FOUND: StoreError = StoreError::NotFound { code: "project_not_found" };
+const TASK_NOT_FOUND: StoreError = StoreError::NotFound { code: "task_not_found" };
+const MILESTONE_NOT_FOUND: StoreError = StoreError::NotFound { code: "milestone_not_found" };
+const FILE_NOT_FOUND: StoreError = StoreError::NotFound { code: "file_not_found" };
+
+/// A member change journals the project header (which carries the member list) and its activity.
+fn members_write(p: &Project, members: Vec<Member>, activity: Option<Activity>) -> Vec<Op> {
+    let mut header = p.clone();
+    header.members = members;
+    let mut ops = vec![Op::put_project(&header)];
+    ops.extend(activity.map(|rec| Op::AddActivity { rec }));
+    ops
+}
 
 fn project<'a>(state: &'a super::state::State, id: &str) -> StoreResult<&'a Arc<Project>> {
     state.projects.get(id).ok_or(PROJECT_NOT_FOUND)
@@ -37,33 +44,30 @@ impl Store for JsonStore {
 
     async fn get_user_by_google_id(&self, google_id: &str) -> StoreResult<Option<User>> {
         let state = self.snapshot();
-        Ok(state
-            .users
-            .values()
-            .find(|u| u.google_id.as_deref() == Some(google_id))
-            .map(|u| (**u).clone()))
+        Ok(state.users.values().find(|u| u.google_id.as_deref() == Some(google_id)).map(|u| (**u).clone()))
     }
 
     async fn get_team(&self, id: &str) -> StoreResult<Option<Team>> {
         Ok(self.snapshot().teams.get(id).map(|t| (**t).clone()))
     }
 
+    async fn list_teams_for(&self, user: &User) -> StoreResult<Vec<Team>> {
+        let state = self.snapshot();
+        Ok(state.teams.values().filter(|t| access::team_role(t, user).is_some()).map(|t| (**t).clone()).collect())
+    }
+
+    async fn insert_team(&self, team: Team) -> StoreResult<Team> {
+        self.write(|_| Ok((team.clone(), vec![Op::PutTeam { rec: team }]))).await
+    }
+
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        Ok(self
-            .snapshot()
-            .users
-            .values()
-            .map(|u| (**u).clone())
-            .collect())
+        Ok(self.snapshot().users.values().map(|u| (**u).clone()).collect())
     }
 
     async fn insert_user(&self, user: User) -> StoreResult<User> {
         self.write(|s| {
             if s.email_taken(&user.email) || s.users.contains_key(&user.id) {
-                return Err(StoreError::Conflict {
-                    code: "email_taken",
-                    message: "Email already registered".into(),
-                });
+                return Err(StoreError::Conflict { code: "email_taken", message: "Email already registered".into() });
             }
             Ok((user.clone(), vec![Op::PutUser { rec: user }]))
         })
@@ -72,10 +76,7 @@ impl Store for JsonStore {
 
     async fn update_user(&self, id: &str, patch: UserPatch) -> StoreResult<User> {
         self.write(|s| {
-            let mut u = (**s.users.get(id).ok_or(StoreError::NotFound {
-                code: "user_not_found",
-            })?)
-            .clone();
+            let mut u = (**s.users.get(id).ok_or(StoreError::NotFound { code: "user_not_found" })?).clone();
             if let Some(v) = patch.user_type {
                 u.user_type = v;
             }
@@ -101,12 +102,7 @@ impl Store for JsonStore {
 
     async fn list_projects_for(&self, user: &User) -> StoreResult<Vec<Arc<Project>>> {
         let state = self.snapshot();
-        Ok(state
-            .projects
-            .values()
-            .filter(|p| access::is_member(p, user))
-            .cloned()
-            .collect())
+        Ok(state.projects.values().filter(|p| access::is_member(p, user)).cloned().collect())
     }
 
     async fn get_project(&self, id: &str) -> StoreResult<Option<Arc<Project>>> {
@@ -116,13 +112,8 @@ impl Store for JsonStore {
     async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>> {
         let project = ops::build_project(input, actor);
         let id = project.id.clone();
-        self.write(|_| Ok(((), vec![Op::put_project(&project)])))
-            .await?;
-        self.snapshot()
-            .projects
-            .get(&id)
-            .cloned()
-            .ok_or(PROJECT_NOT_FOUND)
+        self.write(|_| Ok(((), vec![Op::put_project(&project)]))).await?;
+        self.snapshot().projects.get(&id).cloned().ok_or(PROJECT_NOT_FOUND)
     }
 
     async fn update_project(&self, id: &str, patch: ProjectPatch) -> StoreResult<Arc<Project>> {
@@ -145,25 +136,14 @@ impl Store for JsonStore {
         .await
     }
 
-    async fn insert_task(
-        &self,
-        project_id: &str,
-        input: NewTask,
-        actor: &Actor,
-    ) -> StoreResult<(Task, Activity)> {
+    async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)> {
         let task = ops::build_task(input, actor);
         let activity = ops::task_created_activity(project_id, &task, actor);
         self.write(|s| {
             let p = project(s, project_id)?;
             let ops = vec![
-                Op::PutTask {
-                    project: project_id.to_owned(),
-                    pos: p.tasks.len(),
-                    rec: task.clone(),
-                },
-                Op::AddActivity {
-                    rec: activity.clone(),
-                },
+                Op::PutTask { project: project_id.to_owned(), pos: p.tasks.len(), rec: task.clone() },
+                Op::AddActivity { rec: activity.clone() },
             ];
             Ok(((task, activity), ops))
         })
@@ -179,84 +159,185 @@ impl Store for JsonStore {
     ) -> StoreResult<(Task, Activity)> {
         self.write(|s| {
             let p = project(s, project_id)?;
-            let pos = p
-                .tasks
-                .iter()
-                .position(|t| t.id == task_id)
-                .ok_or(TASK_NOT_FOUND)?;
+            let pos = p.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
             let mut task = p.tasks[pos].clone();
             let activity = ops::apply_task_patch(project_id, &mut task, patch, actor);
             let ops = vec![
-                Op::PutTask {
-                    project: project_id.to_owned(),
-                    pos,
-                    rec: task.clone(),
-                },
-                Op::AddActivity {
-                    rec: activity.clone(),
-                },
+                Op::PutTask { project: project_id.to_owned(), pos, rec: task.clone() },
+                Op::AddActivity { rec: activity.clone() },
             ];
             Ok(((task, activity), ops))
         })
         .await
     }
 
-    async fn delete_task(
-        &self,
-        project_id: &str,
-        task_id: &str,
-        actor: &Actor,
-    ) -> StoreResult<Activity> {
+    async fn delete_task(&self, project_id: &str, task_id: &str, actor: &Actor) -> StoreResult<Activity> {
         self.write(|s| {
             let p = project(s, project_id)?;
-            let task = p
-                .tasks
-                .iter()
-                .find(|t| t.id == task_id)
-                .ok_or(TASK_NOT_FOUND)?;
+            let task = p.tasks.iter().find(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
             let activity = ops::task_deleted_activity(project_id, task, actor);
             let ops = vec![
-                Op::DelTask {
-                    project: project_id.to_owned(),
-                    id: task_id.to_owned(),
-                },
-                Op::AddActivity {
-                    rec: activity.clone(),
-                },
+                Op::DelTask { project: project_id.to_owned(), id: task_id.to_owned() },
+                Op::AddActivity { rec: activity.clone() },
             ];
             Ok((activity, ops))
         })
         .await
     }
 
-    async fn list_activities(
+    async fn add_member(
         &self,
         project_id: &str,
-        q: &ActivityQuery,
-    ) -> StoreResult<ActivityPage> {
+        user: &User,
+        role: &str,
+        actor: &Actor,
+    ) -> StoreResult<(Member, Activity)> {
+        self.write(|s| {
+            let p = project(s, project_id)?;
+            let (members, member, act) = ops::add_member(p, user, role, actor).map_err(StoreError::Rejected)?;
+            Ok(((member, act.clone()), members_write(p, members, Some(act))))
+        })
+        .await
+    }
+
+    async fn update_member_role(
+        &self,
+        project_id: &str,
+        entry: &str,
+        label: &str,
+        role: &str,
+        caller_is_owner: bool,
+        actor: &Actor,
+    ) -> StoreResult<(Member, Option<Activity>)> {
+        self.write(|s| {
+            let p = project(s, project_id)?;
+            let (members, member, act) =
+                ops::set_member_role(p, entry, label, role, caller_is_owner, actor).map_err(StoreError::Rejected)?;
+            let writes = if act.is_some() { members_write(p, members, act.clone()) } else { vec![] };
+            Ok(((member, act), writes))
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        project_id: &str,
+        entry: &str,
+        label: &str,
+        caller_is_owner: bool,
+        actor: &Actor,
+    ) -> StoreResult<Activity> {
+        self.write(|s| {
+            let p = project(s, project_id)?;
+            let (members, act) =
+                ops::remove_member(p, entry, label, caller_is_owner, actor).map_err(StoreError::Rejected)?;
+            Ok((act.clone(), members_write(p, members, Some(act))))
+        })
+        .await
+    }
+
+    async fn insert_milestone(
+        &self,
+        project_id: &str,
+        input: NewMilestone,
+        actor: &Actor,
+    ) -> StoreResult<(Milestone, Activity)> {
+        let m = ops::build_milestone(input, actor);
+        let act = ops::milestone_created_activity(project_id, &m, actor);
+        self.write(|s| {
+            let p = project(s, project_id)?;
+            let ops = vec![
+                Op::PutMilestone { project: project_id.to_owned(), pos: p.milestones.len(), rec: m.clone() },
+                Op::AddActivity { rec: act.clone() },
+            ];
+            Ok(((m, act), ops))
+        })
+        .await
+    }
+
+    async fn update_milestone(
+        &self,
+        project_id: &str,
+        milestone_id: &str,
+        patch: MilestonePatch,
+        actor: &Actor,
+    ) -> StoreResult<(Milestone, Activity)> {
+        self.write(|s| {
+            let p = project(s, project_id)?;
+            let pos = p.milestones.iter().position(|m| m.id == milestone_id).ok_or(MILESTONE_NOT_FOUND)?;
+            let mut m = p.milestones[pos].clone();
+            let act = ops::apply_milestone_patch(project_id, &mut m, patch, actor);
+            let ops = vec![
+                Op::PutMilestone { project: project_id.to_owned(), pos, rec: m.clone() },
+                Op::AddActivity { rec: act.clone() },
+            ];
+            Ok(((m, act), ops))
+        })
+        .await
+    }
+
+    async fn insert_files(&self, files: Vec<FileRecord>) -> StoreResult<Vec<FileRecord>> {
+        self.write(|_| {
+            let ops = files.iter().map(|f| Op::PutFile { rec: f.clone() }).collect();
+            Ok((files, ops))
+        })
+        .await
+    }
+
+    async fn list_files_for(&self, uploader: &str, project_id: Option<&str>) -> StoreResult<Vec<FileRecord>> {
+        let state = self.snapshot();
+        Ok(state
+            .files
+            .values()
+            .filter(|f| f.uploaded_by == uploader && project_id.is_none_or(|p| f.project_id.as_deref() == Some(p)))
+            .map(|f| (**f).clone())
+            .collect())
+    }
+
+    async fn get_file(&self, id: &str) -> StoreResult<Option<FileRecord>> {
+        Ok(self.snapshot().files.get(id).map(|f| (**f).clone()))
+    }
+
+    async fn update_file(&self, id: &str, patch: FilePatch) -> StoreResult<FileRecord> {
+        self.write(|s| {
+            let mut f = (**s.files.get(id).ok_or(FILE_NOT_FOUND)?).clone();
+            if let Some(v) = patch.description {
+                f.description = v;
+            }
+            if let Some(v) = patch.tags {
+                f.tags = v;
+            }
+            if let Some(v) = patch.is_public {
+                f.is_public = v;
+            }
+            f.updated_at = Some(time::now());
+            Ok((f.clone(), vec![Op::PutFile { rec: f }]))
+        })
+        .await
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<FileRecord> {
+        self.write(|s| {
+            let f = (**s.files.get(id).ok_or(FILE_NOT_FOUND)?).clone();
+            Ok((f, vec![Op::DelFile { id: id.to_owned() }]))
+        })
+        .await
+    }
+
+    async fn list_activities(&self, project_id: &str, q: &ActivityQuery) -> StoreResult<ActivityPage> {
         let state = self.snapshot();
         let Some(list) = state.activities.get(project_id) else {
-            return Ok(ActivityPage {
-                activities: vec![],
-                total: 0,
-            });
+            return Ok(ActivityPage { activities: vec![], total: 0 });
         };
         let matches = |a: &&Activity| {
             q.kind.as_ref().is_none_or(|k| &a.kind == k)
-                && q.user_id
-                    .as_ref()
-                    .is_none_or(|u| a.user_id.as_ref() == Some(u))
+                && q.user_id.as_ref().is_none_or(|u| a.user_id.as_ref() == Some(u))
                 && q.date_from.as_ref().is_none_or(|d| &a.timestamp >= d)
                 && q.date_to.as_ref().is_none_or(|d| &a.timestamp <= d)
         };
         let filtered: Vec<&Activity> = list.iter().rev().filter(matches).collect();
         let total = filtered.len();
-        let activities = filtered
-            .into_iter()
-            .skip(q.offset)
-            .take(q.limit)
-            .cloned()
-            .collect();
+        let activities = filtered.into_iter().skip(q.offset).take(q.limit).cloned().collect();
         Ok(ActivityPage { activities, total })
     }
 
