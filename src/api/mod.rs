@@ -3,9 +3,13 @@
 pub mod auth;
 pub mod dto;
 pub mod extract;
+pub mod files;
 pub mod health;
+pub mod members;
+pub mod milestones;
 pub mod projects;
 pub mod tasks;
+pub mod teams;
 pub mod validate;
 
 use std::time::Duration;
@@ -14,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 use axum::Router;
 use serde::Serialize;
 use tower::ServiceExt;
@@ -39,6 +43,9 @@ pub fn json_response<T: Serialize>(body: &T) -> Response {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let timeout = state.config.request_timeout;
+    // Files are counted and size-checked one by one while streaming; this only bounds the request as a whole.
+    let upload_limit =
+        (state.config.upload_max_file as usize).saturating_mul(state.config.upload_max_files).saturating_add(1 << 20);
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/api/health", get(health::health))
@@ -60,6 +67,18 @@ pub fn router(state: AppState) -> Router {
             get(tasks::get_task).put(tasks::update_task).delete(tasks::delete_task),
         )
         .route("/api/projects/{id}/activities", get(tasks::list_activities))
+        .route("/api/projects/{id}/members", get(members::list_members).post(members::add_member))
+        .route("/api/projects/{id}/members/{user_id}", patch(members::update_member).delete(members::remove_member))
+        .route("/api/projects/{id}/milestones", post(milestones::create_milestone))
+        .route("/api/projects/{id}/milestones/{milestone_id}", put(milestones::update_milestone))
+        .route("/api/files/upload", post(files::upload_files).layer(DefaultBodyLimit::max(upload_limit)))
+        .route("/api/files", get(files::list_files))
+        .route("/api/files/{id}", get(files::get_file).put(files::update_file).delete(files::delete_file))
+        .route("/uploads/{filename}", get(files::serve_upload))
+        .route("/api/teams", get(teams::list_teams).post(teams::create_team))
+        .route("/api/teams/{id}", get(teams::get_team))
+        .route("/api/organizations", get(teams::list_organizations).post(teams::create_organization))
+        .route("/api/organizations/{id}", get(teams::get_organization))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -97,6 +116,10 @@ async fn not_found(State(state): State<AppState>, req: Request) -> Response {
 /// A request still running after `FLUX_REQUEST_TIMEOUT` is cancelled and answered 503 `timeout`. A JSON write
 /// is atomic (one journal record), so cancelling leaves it either fully committed or absent.
 async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    // Uploads stream up to FLUX_UPLOAD_MAX_FILES × FLUX_UPLOAD_MAX_FILE and are bounded by size instead.
+    if req.uri().path() == "/api/files/upload" {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::unavailable("timeout", "Request timed out").into_response(),

@@ -4,10 +4,13 @@ mod auth_api;
 mod bad_input;
 mod cli;
 mod durability;
+mod files_api;
 mod google_api;
 #[path = "../support/google.rs"]
 mod google_support;
 mod legacy_fixtures;
+mod members_api;
 mod projects_api;
 mod support;
 mod tasks_api;
+mod teams_api;
