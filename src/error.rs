@@ -91,6 +91,15 @@ impl ApiError {
         e
     }
 
+    /// 429 from a rate limiter: always the message family, always with `Retry-After` (http-api.md §1.12).
+    pub fn rate_limited(retry_after_secs: u64) -> ApiError {
+        let mut e =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests, please try again later");
+        e.retry_after = Some(retry_after_secs.max(1));
+        e.family = Some(Family::Message);
+        e
+    }
+
     pub fn internal(message: &str) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

@@ -152,6 +152,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything acknowledged so far durable in the store's long-term form (JSON: a final compaction).
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Readiness (`/health/ready`): a trivial round trip that proves the backend can serve reads and take writes
+    /// now (JSON: the data dir is readable and a probe file can be written; PostgreSQL: `select 1`). The caller
+    /// bounds it with a timeout. `Unavailable` carries a short reason without paths or secrets.
+    async fn check_health(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

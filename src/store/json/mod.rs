@@ -203,6 +203,18 @@ impl JsonStore {
     /// Applies one write: `f` decides (from the current state) what changes, the change is journaled, and the
     /// call returns once the record is fsynced. Nothing is visible to readers before that.
     pub async fn write<R>(&self, f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>) -> StoreResult<R> {
+        let started = Instant::now();
+        let result = self.write_inner(f).await;
+        // Domain outcomes (not found, conflict, rejected) are answers, not store errors.
+        if let Err(StoreError::Unavailable(_) | StoreError::Other(_)) = &result {
+            metrics::counter!("flux_store_errors_total", "backend" => "json", "op" => "write").increment(1);
+        }
+        metrics::histogram!("flux_store_operation_duration_seconds", "backend" => "json", "op" => "write")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn write_inner<R>(&self, f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>) -> StoreResult<R> {
         let (result, rx) = {
             let mut guard = self.shared.writer.lock();
             let w = &mut *guard;
@@ -231,6 +243,33 @@ impl JsonStore {
             Ok(Ok(())) => Ok(result),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Unavailable("journal thread stopped".into())),
+        }
+    }
+
+    /// Readiness probe: the writer is usable, the data dir can be listed, and a small file can be created, written
+    /// and removed in the journal directory, where every write lands first. The probe file is named like the
+    /// temporary files that start-up removes, should a crash leave it behind.
+    pub async fn probe(&self) -> StoreResult<()> {
+        {
+            let w = self.shared.writer.lock();
+            if w.shutdown {
+                return Err(StoreError::Unavailable("store closed".into()));
+            }
+            if w.poisoned.is_some() {
+                return Err(StoreError::Unavailable("journal unusable".into()));
+            }
+        }
+        let shared = self.shared.clone();
+        let probe = move || -> Result<(), &'static str> {
+            std::fs::read_dir(&shared.opts.data_dir).map_err(|_| "data dir not readable")?;
+            let path = shared.journal_dir.join(".ready-probe.tmp");
+            std::fs::write(&path, b"ok").map_err(|_| "journal dir not writable")?;
+            std::fs::remove_file(&path).map_err(|_| "journal dir not writable")
+        };
+        match tokio::task::spawn_blocking(probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(StoreError::Unavailable(reason.into())),
+            Err(_) => Err(StoreError::Unavailable("probe failed".into())),
         }
     }
 
@@ -404,11 +443,15 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
 
 fn compactor_loop(shared: Arc<Shared>, jobs: mpsc::Receiver<CompactJob>) {
     while let Ok(job) = jobs.recv() {
+        let started = Instant::now();
         let result =
             compact(&shared.opts.fs, &shared.opts.data_dir, &shared.journal_dir, &job.snapshot, job.seq, &job.dirty);
+        metrics::histogram!("flux_store_operation_duration_seconds", "backend" => "json", "op" => "compact")
+            .record(started.elapsed().as_secs_f64());
         let reply = match &result {
             Ok(()) => Ok(()),
             Err(e) => {
+                metrics::counter!("flux_store_errors_total", "backend" => "json", "op" => "compact").increment(1);
                 tracing::error!(error = %e, "compaction failed; the journal keeps every write and it will be retried");
                 shared.returned_dirty.lock().extend(job.dirty.iter().cloned());
                 Err(StoreError::Unavailable(format!("compaction failed: {e}")))

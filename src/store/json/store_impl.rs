@@ -344,4 +344,8 @@ impl Store for JsonStore {
     async fn flush(&self) -> StoreResult<()> {
         self.compact_now().await
     }
+
+    async fn check_health(&self) -> StoreResult<()> {
+        self.probe().await
+    }
 }
