@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use crate::auth::google::GoogleVerifier;
 use crate::auth::jwt::Jwt;
 use crate::auth::password::Passwords;
 use crate::config::{Config, StoreMode};
+use crate::ratelimit::{LimiterId, RateLimits};
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
@@ -34,7 +36,10 @@ pub struct Inner {
     pub passwords: Arc<Passwords>,
     pub google: GoogleVerifier,
     pub started: Instant,
+    pub limits: RateLimits,
     slot: ArcSwap<StoreSlot>,
+    /// Set when shutdown begins: `/health/ready` answers 503 from then on, so a load balancer stops routing here.
+    draining: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -54,6 +59,28 @@ impl Inner {
     pub fn mode(&self) -> StoreMode {
         self.slot.load().mode
     }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+    /// Marks the server as shutting down (readiness fails from now on); [`Server::shutdown`] calls it first.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A state over any store, without a listener: unit tests of the middleware stack drive the router directly.
+#[cfg(test)]
+pub(crate) fn state_for_tests(config: Config, jwt_secret: &str, store: DynStore) -> AppState {
+    AppState(Arc::new(Inner {
+        jwt: Jwt::new(jwt_secret),
+        passwords: Arc::new(Passwords::new(config.bcrypt_cost)),
+        google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
+        started: Instant::now(),
+        limits: RateLimits::from_config(&config),
+        slot: ArcSwap::from_pointee(StoreSlot { store, mode: StoreMode::Json }),
+        draining: AtomicBool::new(false),
+        config: Arc::new(config),
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +116,13 @@ impl ServerOptions {
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The separate `/metrics` listener's address, when `FLUX_METRICS_ADDR` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     json: Arc<JsonStore>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
+    metrics_http: Option<JoinHandle<std::io::Result<()>>>,
     control: Option<JoinHandle<()>>,
     control_path: PathBuf,
     _lock: DataDirLock,
@@ -128,9 +158,14 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         passwords: Arc::new(passwords),
         google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
         started: Instant::now(),
+        limits: RateLimits::from_config(&config),
         slot: ArcSwap::from_pointee(StoreSlot { store: json.clone(), mode: StoreMode::Json }),
+        draining: AtomicBool::new(false),
         config: config.clone(),
     }));
+    let enabled: Vec<&'static str> =
+        LimiterId::ALL.iter().filter(|&&id| state.limits.is_enabled(id)).map(|id| id.name()).collect();
+    crate::telemetry::register_baseline(state.mode(), &enabled);
 
     let host = if config.host == "localhost" { "127.0.0.1" } else { config.host.as_str() };
     let bind = format!("{}:{}", if host.contains(':') { format!("[{host}]") } else { host.to_owned() }, config.port);
@@ -138,6 +173,20 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         StartError::Config(format!("cannot listen on {bind}: {e} (PORT={} / HOST={})", config.port, config.host))
     })?;
     let addr = listener.local_addr().map_err(|e| StartError::Runtime(e.to_string()))?;
+
+    // The metrics listener is bound before serving anything, so a taken port fails the start (exit 2).
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Config(format!("cannot listen on {addr}: {e} (FLUX_METRICS_ADDR={addr})")))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| StartError::Runtime(e.to_string()))?),
+        None => None,
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let app = crate::api::router(state.clone());
@@ -149,18 +198,41 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
             })
             .await
     });
+    let metrics_http = metrics_listener.map(|listener| {
+        let mut rx = shutdown_rx.clone();
+        tracing::info!("metrics listening on {}", metrics_addr.expect("bound"));
+        tokio::spawn(async move {
+            axum::serve(listener, crate::api::ops::metrics_router())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+        })
+    });
 
     let control_path = data_dir.join(".control.sock");
     let control = crate::control::serve(&control_path, state.clone(), shutdown_rx)
         .map_err(|e| StartError::Runtime(format!("control socket {}: {e}", control_path.display())))?;
 
-    Ok(Server { addr, state, json, shutdown_tx, http, control: Some(control), control_path, _lock: lock })
+    Ok(Server {
+        addr,
+        metrics_addr,
+        state,
+        json,
+        shutdown_tx,
+        http,
+        metrics_http,
+        control: Some(control),
+        control_path,
+        _lock: lock,
+    })
 }
 
 impl Server {
     /// Stops accepting, lets in-flight requests finish within the grace period, then compacts the journal into
     /// the legacy files.
     pub async fn shutdown(mut self) -> Result<(), String> {
+        self.state.begin_drain();
         let _ = self.shutdown_tx.send(true);
         let grace = self.state.config.shutdown_grace;
         if tokio::time::timeout(grace, &mut self.http).await.is_err() {
@@ -169,6 +241,9 @@ impl Server {
                 "in-flight requests did not finish within the grace period"
             );
             self.http.abort();
+        }
+        if let Some(m) = self.metrics_http.take() {
+            m.abort();
         }
         if let Some(c) = self.control.take() {
             c.abort();

@@ -109,9 +109,11 @@ pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) 
     // Exactly one verification whatever the account looks like (auth.md §3).
     let ok = state.passwords.verify(password, hash).await;
     let (true, Some(user)) = (ok, user) else {
+        login_failed("password", "invalid_credentials");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid email or password"));
     };
     if !user.is_active {
+        login_failed("password", "account_disabled");
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "Account disabled"));
     }
     if user.password.as_deref().is_some_and(|h| state.passwords.needs_rehash(h)) {
@@ -126,6 +128,11 @@ pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) 
         }
     }
     Ok(token_response(&state, &user))
+}
+
+/// `flux_login_failures_total{method,reason}`: no e-mail or IP in the labels (unbounded, and personal data).
+fn login_failed(method: &'static str, reason: &'static str) {
+    metrics::counter!("flux_login_failures_total", "method" => method, "reason" => reason).increment(1);
 }
 
 pub async fn me(AuthUser(user): AuthUser) -> Json<Value> {
@@ -147,9 +154,11 @@ pub async fn google(State(state): State<AppState>, JsonObject(body): JsonObject)
             ApiError::unavailable("google_unavailable", "Google authentication temporarily unavailable")
         }
         GoogleError::AuthFailed => {
+            login_failed("google", "google_auth_failed");
             ApiError::new(StatusCode::UNAUTHORIZED, "google_auth_failed", "Google authentication failed")
         }
         GoogleError::EmailUnverified => {
+            login_failed("google", "google_email_unverified");
             ApiError::new(StatusCode::BAD_REQUEST, "google_email_unverified", "Google email not verified")
         }
     })?;

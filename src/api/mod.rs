@@ -6,24 +6,21 @@ pub mod extract;
 pub mod files;
 pub mod health;
 pub mod members;
+pub mod middleware;
 pub mod milestones;
+pub mod ops;
 pub mod projects;
 pub mod tasks;
 pub mod teams;
 pub mod validate;
 
-use std::time::Duration;
-
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::Router;
 use serde::Serialize;
 use tower::ServiceExt;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::app::AppState;
@@ -41,14 +38,14 @@ pub fn json_response<T: Serialize>(body: &T) -> Response {
 }
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.body_limit;
-    let timeout = state.config.request_timeout;
     // Files are counted and size-checked one by one while streaming; this only bounds the request as a whole.
     let upload_limit =
         (state.config.upload_max_file as usize).saturating_mul(state.config.upload_max_files).saturating_add(1 << 20);
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/api/health", get(health::health))
+        .route("/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics_on_main_port))
         .route("/api/csrf-token", get(health::csrf_token))
         .route("/api/auth/signup", post(auth::signup))
         .route("/api/auth/login", post(auth::login))
@@ -81,17 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/organizations/{id}", get(teams::get_organization))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(timeout, request_timeout))
-        .with_state(state);
-
-    let request_id = HeaderName::from_static("x-request-id");
-    api.layer(CatchPanicLayer::custom(|_| {
-        tracing::error!("handler panicked");
-        ApiError::internal("Internal server error").into_response()
-    }))
-    .layer(PropagateRequestIdLayer::new(request_id.clone()))
-    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state.clone());
+    middleware::wrap(api, &state)
 }
 
 /// Unknown `/api` paths (and wrong methods) get the JSON 404; other GETs are the single-page app's, served from
@@ -111,17 +99,4 @@ async fn not_found(State(state): State<AppState>, req: Request) -> Response {
         };
     }
     (StatusCode::NOT_FOUND, "Not Found").into_response()
-}
-
-/// A request still running after `FLUX_REQUEST_TIMEOUT` is cancelled and answered 503 `timeout`. A JSON write
-/// is atomic (one journal record), so cancelling leaves it either fully committed or absent.
-async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    // Uploads stream up to FLUX_UPLOAD_MAX_FILES × FLUX_UPLOAD_MAX_FILE and are bounded by size instead.
-    if req.uri().path() == "/api/files/upload" {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::unavailable("timeout", "Request timed out").into_response(),
-    }
 }

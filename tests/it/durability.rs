@@ -155,6 +155,7 @@ fn spawn_server(dir: &Path, compact_seconds: &str) -> Child9 {
         .env("JWT_SECRET", SECRET)
         .env("FLUX_BCRYPT_COST", "4")
         .env("FLUX_JSON_COMPACT_SECONDS", compact_seconds)
+        .env("FLUX_RATE_LIMIT", "off")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -52,6 +52,11 @@ pub fn test_config(data_dir: &Path, extra: &[&str]) -> Config {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The suite sends thousands of requests from 127.0.0.1: rate limiting is off unless a test configures it
+    // (the rate-limit tests pass `--rate-limit on` or their own `--rate-*` values).
+    if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
+        args.extend(["--rate-limit".to_owned(), "off".to_owned()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let (_, cfg) = config::parse_args(args).expect("test configuration is valid");
     cfg
@@ -82,7 +87,16 @@ impl TestApp {
     }
 
     pub async fn spawn_in(dir: Arc<TempDir>, fs: Fs) -> TestApp {
-        let cfg = test_config(dir.path(), &[]);
+        Self::spawn_with(dir, fs, &[]).await
+    }
+
+    /// A server with extra command-line flags (`--rate-login 3/15m`, `--cors-origins …`, `--metrics-addr …`).
+    pub async fn spawn_flags(extra: &[&str]) -> TestApp {
+        Self::spawn_with(Arc::new(TempDir::new().unwrap()), Fs::default(), extra).await
+    }
+
+    pub async fn spawn_with(dir: Arc<TempDir>, fs: Fs, extra: &[&str]) -> TestApp {
+        let cfg = test_config(dir.path(), extra);
         let mut opts = ServerOptions::new(cfg, SECRET.into());
         opts.json_fs = fs;
         let server = app::start(opts).await.expect("server starts");

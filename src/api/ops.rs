@@ -1,0 +1,91 @@
+//! Operational endpoints (http-api.md §14): readiness (`/health/ready`) and Prometheus metrics (`/metrics`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use crate::app::AppState;
+use crate::store::StoreError;
+use crate::telemetry;
+
+/// A backend that does not answer its probe within this long is not ready (a hung disk or database must not
+/// hang the load balancer's health check too).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// 200 `ready` when the live store passes its probe; 503 `not_ready` when it fails or the server is shutting down.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let mode = state.mode();
+    let store = state.store();
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(CHECK_TIMEOUT, store.check_health()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(StoreError::Unavailable(reason))) => Err(reason),
+        Ok(Err(_)) => Err("check failed".to_owned()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e5).round() / 100.0;
+    let mut check = Map::new();
+    check.insert("ok".into(), Value::Bool(outcome.is_ok()));
+    check.insert("latencyMs".into(), json!(latency_ms));
+    if let Err(reason) = &outcome {
+        check.insert("error".into(), Value::String(reason.clone()));
+    }
+    let mut checks = Map::new();
+    checks.insert(store.backend().into(), Value::Object(check));
+    let ready = outcome.is_ok() && !state.is_draining();
+    let mut body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "mode": mode.as_str(),
+        "checks": checks,
+        // The JSON mode has no outbox; the dual modes report theirs here (store-modes.md §2).
+        "outbox": { "depth": 0, "oldestPendingAgeSeconds": null },
+    });
+    if ready {
+        return (StatusCode::OK, axum::Json(body)).into_response();
+    }
+    if let Err(reason) = &outcome {
+        tracing::warn!(reason = %reason, "readiness check failed");
+    }
+    body["message"] = json!("Store not ready");
+    body["code"] = json!("not_ready");
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
+    resp
+}
+
+/// `/metrics` on the main port: loopback peers only, and only when no proxy forwarded the request (a reverse
+/// proxy on the same host would otherwise expose it); nobody at all when `FLUX_METRICS_ADDR` moves it to its own
+/// listener. Everyone else gets the same plain 404 as an unknown path.
+pub async fn metrics_on_main_port(State(state): State<AppState>, req: Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let forwarded = req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");
+    let loopback = peer.is_some_and(|ip| match ip {
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    });
+    if state.config.metrics_addr.is_some() || !loopback || forwarded {
+        return plain_not_found().await;
+    }
+    render().await
+}
+
+async fn render() -> Response {
+    let body = tokio::task::spawn_blocking(telemetry::render_metrics).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
+        .into_response()
+}
+
+async fn plain_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
+}
+
+/// The separate metrics listener (`FLUX_METRICS_ADDR`): `/metrics` for whoever can reach it, 404 otherwise.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(render)).fallback(plain_not_found)
+}
