@@ -8,9 +8,13 @@ mod files_api;
 mod google_api;
 #[path = "../support/google.rs"]
 mod google_support;
+mod http_hardening;
 mod legacy_fixtures;
 mod members_api;
+mod ops_api;
 mod projects_api;
+mod rate_limits;
+mod shutdown;
 mod support;
 mod tasks_api;
 mod teams_api;
