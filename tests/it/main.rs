@@ -1,6 +1,7 @@
 //! Integration tests through the public HTTP API (and the CLI binary) of a real server.
 
 mod auth_api;
+mod backup;
 mod bad_input;
 mod cli;
 mod durability;
