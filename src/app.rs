@@ -16,6 +16,7 @@ use crate::auth::google::GoogleVerifier;
 use crate::auth::jwt::Jwt;
 use crate::auth::password::Passwords;
 use crate::config::{Config, StoreMode};
+use crate::realtime::Realtime;
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
@@ -34,6 +35,7 @@ pub struct Inner {
     pub passwords: Arc<Passwords>,
     pub google: GoogleVerifier,
     pub started: Instant,
+    pub realtime: Arc<Realtime>,
     slot: ArcSwap<StoreSlot>,
 }
 
@@ -123,7 +125,10 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost))
         .await
         .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let (socket_layer, realtime) = crate::realtime::layer(&config);
+    json.set_event_sink(crate::realtime::event_pipeline(realtime.clone()));
     let state = AppState(Arc::new(Inner {
+        realtime: realtime.clone(),
         jwt: Jwt::new(&opts.jwt_secret),
         passwords: Arc::new(passwords),
         google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
@@ -140,7 +145,8 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     let addr = listener.local_addr().map_err(|e| StartError::Runtime(e.to_string()))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = crate::api::router(state.clone());
+    crate::realtime::register(&realtime, state.clone());
+    let app = crate::api::router(state.clone()).layer(socket_layer);
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -162,6 +168,8 @@ impl Server {
     /// the legacy files.
     pub async fn shutdown(mut self) -> Result<(), String> {
         let _ = self.shutdown_tx.send(true);
+        // Long-polling requests would otherwise hold the graceful shutdown for a whole ping interval.
+        self.state.realtime.close().await;
         let grace = self.state.config.shutdown_grace;
         if tokio::time::timeout(grace, &mut self.http).await.is_err() {
             tracing::warn!(

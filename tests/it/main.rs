@@ -11,6 +11,7 @@ mod google_support;
 mod legacy_fixtures;
 mod members_api;
 mod projects_api;
+mod socket_compat;
 mod support;
 mod tasks_api;
 mod teams_api;
