@@ -141,7 +141,10 @@ impl PostgresStore {
             .map_err(|e| self.err(e))?;
         for row in &task_rows {
             if rows::upsert_task(&mut tx, header.id, row).await.map_err(|e| self.err(e))? == 0 {
-                return Err(StoreError::Conflict { code: "conflict", message: format!("task {} belongs to another project", row.id) });
+                return Err(StoreError::Conflict {
+                    code: "conflict",
+                    message: format!("task {} belongs to another project", row.id),
+                });
             }
         }
         let milestone_ids: Vec<Uuid> = milestone_rows.iter().map(|m| m.id).collect();

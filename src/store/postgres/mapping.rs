@@ -256,7 +256,9 @@ pub fn milestone_to_row(m: &Milestone, position: i32) -> Result<MilestoneRow, Ma
     };
     let progress = m
         .progress
-        .map(|p| i16::try_from(p).ok().filter(|p| (0..=100).contains(p)).ok_or_else(|| cx.err("progress", p.to_string())))
+        .map(|p| {
+            i16::try_from(p).ok().filter(|p| (0..=100).contains(p)).ok_or_else(|| cx.err("progress", p.to_string()))
+        })
         .transpose()?;
     // `legacy_name` is folded into `title` by normalize(); a record that skipped it still must not lose its name.
     let title = match (&m.legacy_name, m.title.is_empty()) {
@@ -335,8 +337,10 @@ pub struct ProjectRow {
 pub fn project_to_header(p: &Project) -> Result<ProjectHeader, MapError> {
     let cx = Ctx { entity: "project", id: &p.id };
     let created_at = cx.ts("createdAt", &p.created_at)?;
-    let progress =
-        i16::try_from(p.progress).ok().filter(|v| (0..=100).contains(v)).ok_or_else(|| cx.err("progress", p.progress.to_string()))?;
+    let progress = i16::try_from(p.progress)
+        .ok()
+        .filter(|v| (0..=100).contains(v))
+        .ok_or_else(|| cx.err("progress", p.progress.to_string()))?;
     Ok(ProjectHeader {
         id: storage_id(Entity::Project, &p.id),
         name: p.name.clone(),
@@ -600,8 +604,8 @@ pub fn activity_from_row(r: &ActivityRow, ids: &Ids) -> Activity {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::ids::IdMap;
+    use super::*;
 
     #[test]
     fn timestamps_round_trip_in_canonical_form() {

@@ -33,9 +33,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
+use self::ids::Ids;
 pub use self::ids::{Entity, IdMap, LEGACY_NAMESPACE};
 pub use self::schema::{CheckReport, ConnectFailure, MigrateReport, MigrationInfo, PoolSettings, SEED_INDEXES};
-use self::ids::Ids;
 use crate::store::{StoreError, StoreResult};
 
 /// The oldest supported server (configuration.md §3.2): the legacy deployment's PostgreSQL 14.
@@ -117,7 +117,10 @@ pub fn unsupported_version_message(server_version_num: u32) -> Option<String> {
     if server_version_num >= MIN_SERVER_VERSION_NUM {
         return None;
     }
-    Some(format!("PostgreSQL {} is not supported: fluxstudio needs PostgreSQL 14 or newer", version_label(server_version_num)))
+    Some(format!(
+        "PostgreSQL {} is not supported: fluxstudio needs PostgreSQL 14 or newer",
+        version_label(server_version_num)
+    ))
 }
 
 /// `130011` → `13.11`; before PostgreSQL 10 the number had three parts (`90624` → `9.6.24`).
@@ -155,7 +158,9 @@ fn classify_connect_error(e: &sqlx::Error) -> ConnectErrorClass {
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ConnectErrorClass::Timeout,
         sqlx::Error::PoolTimedOut => ConnectErrorClass::Timeout,
         sqlx::Error::Tls(_) => ConnectErrorClass::Tls,
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28")) => ConnectErrorClass::Authentication,
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28")) => {
+            ConnectErrorClass::Authentication
+        }
         _ => ConnectErrorClass::Other,
     }
 }
@@ -186,8 +191,10 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, PgError> {
 /// `application_name` marks our connections in `pg_stat_activity`; `TimeZone=UTC` fixes the text form of
 /// `timestamptz` inside the `jsonb` aggregates the reads decode.
 fn session_options(base: PgConnectOptions, statement_timeout: Duration) -> PgConnectOptions {
-    base.application_name("fluxstudio")
-        .options([("TimeZone", "UTC".to_owned()), ("statement_timeout", format!("{}ms", statement_timeout.as_millis()))])
+    base.application_name("fluxstudio").options([
+        ("TimeZone", "UTC".to_owned()),
+        ("statement_timeout", format!("{}ms", statement_timeout.as_millis())),
+    ])
 }
 
 fn build_pool(opts: &PgOptions, connect: PgConnectOptions, unsupported: Arc<Mutex<Option<String>>>) -> PgPool {
@@ -224,7 +231,8 @@ async fn version_check(conn: &mut PgConnection) -> Result<Option<String>, sqlx::
     let num = match conn.server_version_num() {
         Some(n) => n,
         None => {
-            let s: String = sqlx::query_scalar("select current_setting('server_version_num')").fetch_one(&mut *conn).await?;
+            let s: String =
+                sqlx::query_scalar("select current_setting('server_version_num')").fetch_one(&mut *conn).await?;
             s.trim().parse().unwrap_or(0)
         }
     };
@@ -240,8 +248,8 @@ impl PostgresStore {
         let read_base = opts.read_url.as_deref().map(parse_url).transpose()?;
         let unsupported = Arc::new(Mutex::new(None));
         let pool = build_pool(&opts, session_options(base.clone(), opts.statement_timeout), unsupported.clone());
-        let read_pool = read_base
-            .map(|b| build_pool(&opts, session_options(b, opts.statement_timeout), unsupported.clone()));
+        let read_pool =
+            read_base.map(|b| build_pool(&opts, session_options(b, opts.statement_timeout), unsupported.clone()));
         let direct = session_options(base, Duration::ZERO);
         let store = PostgresStore { opts, direct, pool, read_pool, ids: Arc::new(IdMap::default()), unsupported };
 
@@ -267,7 +275,9 @@ impl PostgresStore {
                 store.target(),
                 classify_connect_error(&e)
             ),
-            Err(_) => tracing::warn!(target: "fluxstudio::store", "PostgreSQL at {} not reachable yet (timeout)", store.target()),
+            Err(_) => {
+                tracing::warn!(target: "fluxstudio::store", "PostgreSQL at {} not reachable yet (timeout)", store.target())
+            }
         }
         Ok(store)
     }
@@ -313,8 +323,10 @@ impl PostgresStore {
     /// Reloads the legacy-id map from `legacy_ids` (at start-up, and when `NOTIFY flux_legacy_ids` says another
     /// instance or a migrate run added some). Returns the number of legacy ids.
     pub async fn reload_legacy_ids(&self) -> StoreResult<usize> {
-        let rows: Vec<(Uuid, String)> =
-            sqlx::query_as("select id, legacy_id from legacy_ids").fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        let rows: Vec<(Uuid, String)> = sqlx::query_as("select id, legacy_id from legacy_ids")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         let n = rows.len();
         self.ids.replace(rows);
         Ok(n)
@@ -378,7 +390,10 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("postgres://flux:s3cret@127.0.0.1:5432/flux?sslmode=require"), "postgres://flux:***@127.0.0.1:5432/flux");
+        assert_eq!(
+            redact_url("postgres://flux:s3cret@127.0.0.1:5432/flux?sslmode=require"),
+            "postgres://flux:***@127.0.0.1:5432/flux"
+        );
         assert_eq!(redact_url("postgresql://flux@db/flux"), "postgresql://flux@db/flux");
         assert_eq!(redact_url("postgres://db:5432"), "postgres://db:5432");
         assert_eq!(redact_url("nonsense"), "<invalid URL>");

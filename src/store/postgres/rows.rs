@@ -70,11 +70,8 @@ pub const USER_CLASHES: &str = "select id, email from users where id = $1 or low
 /// Serialises signups of addresses that differ only in case (the unique index is byte-exact).
 pub const EMAIL_LOCK: &str = "select pg_advisory_xact_lock(hashtext($1))";
 
-const INSERT_USER: &str = concat!(
-    "insert into users (",
-    user_cols!(),
-    ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-);
+const INSERT_USER: &str =
+    concat!("insert into users (", user_cols!(), ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)");
 const UPSERT_USER: &str = concat!(
     "insert into users (",
     user_cols!(),
@@ -88,7 +85,10 @@ const UPSERT_USER: &str = concat!(
 const UPDATE_USER: &str = "update users set email = $2, name = $3, password_hash = $4, user_type = $5, \
      oauth_provider = $6, oauth_id = $7, avatar_url = $8, is_active = $9, updated_at = $10, extra = $11 where id = $1";
 
-fn bind_user<'q>(sql: &'static str, r: &'q UserRow) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn bind_user<'q>(
+    sql: &'static str,
+    r: &'q UserRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(sql)
         .bind(r.id)
         .bind(&r.email)
@@ -546,6 +546,11 @@ const INSERT_LEGACY_ID: &str = "with ins as ( \
        on conflict (entity, legacy_id) do nothing returning 1) \
      select pg_notify('flux_legacy_ids', $1 || ':' || $2) from ins";
 
-pub async fn insert_legacy_id(conn: &mut PgConnection, entity: &str, legacy: &str, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn insert_legacy_id(
+    conn: &mut PgConnection,
+    entity: &str,
+    legacy: &str,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(INSERT_LEGACY_ID).bind(entity).bind(legacy).bind(id).execute(conn).await.map(drop)
 }

@@ -138,13 +138,12 @@ impl CheckReport {
 fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_millis() != 0 || s == 0 {
-        format!("{} ms", d.as_millis())
-    } else if s % 3600 == 0 {
-        format!("{} h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{} min", s / 60)
-    } else {
-        format!("{s} s")
+        return format!("{} ms", d.as_millis());
+    }
+    match (s % 3600, s % 60) {
+        (0, _) => format!("{} h", s / 3600),
+        (_, 0) => format!("{} min", s / 60),
+        _ => format!("{s} s"),
     }
 }
 
@@ -163,9 +162,11 @@ impl fmt::Display for CheckReport {
         }
         if let Some(n) = self.server_version_num {
             match &self.unsupported {
-                Some(_) => {
-                    writeln!(f, "server     PostgreSQL {} — not supported: fluxstudio needs PostgreSQL 14 or newer", version_label(n))?
-                }
+                Some(_) => writeln!(
+                    f,
+                    "server     PostgreSQL {} — not supported: fluxstudio needs PostgreSQL 14 or newer",
+                    version_label(n)
+                )?,
                 None => writeln!(f, "server     PostgreSQL {}", version_label(n))?,
             }
         }
@@ -188,7 +189,8 @@ impl fmt::Display for CheckReport {
             writeln!(f, "           further indexes: {}", self.extra_indexes.join(", "))?;
         }
         let p = &self.pool;
-        let statement = if p.statement_timeout.is_zero() { "off".to_owned() } else { fmt_duration(p.statement_timeout) };
+        let statement =
+            if p.statement_timeout.is_zero() { "off".to_owned() } else { fmt_duration(p.statement_timeout) };
         writeln!(
             f,
             "pool       max {}, min {}, idle timeout {}, acquire timeout {}, statement timeout {statement}, max lifetime {}",
@@ -252,7 +254,11 @@ impl PostgresStore {
     }
 
     async fn migrate_on(&self, conn: &mut PgConnection) -> Result<MigrateReport, PgError> {
-        sqlx::query("select pg_advisory_lock($1)").bind(MIGRATE_LOCK_KEY).execute(&mut *conn).await.map_err(db_error)?;
+        sqlx::query("select pg_advisory_lock($1)")
+            .bind(MIGRATE_LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
         let before: HashSet<i64> = applied(conn).await.map_err(db_error)?.versions.into_iter().collect();
         if let Err(e) = MIGRATOR.run(&mut *conn).await {
             return Err(match e {
@@ -270,7 +276,11 @@ impl PostgresStore {
             });
         }
         let after = applied(conn).await.map_err(db_error)?.versions;
-        sqlx::query("select pg_advisory_unlock($1)").bind(MIGRATE_LOCK_KEY).execute(&mut *conn).await.map_err(db_error)?;
+        sqlx::query("select pg_advisory_unlock($1)")
+            .bind(MIGRATE_LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
         let applied_now =
             embedded().into_iter().filter(|m| after.contains(&m.version) && !before.contains(&m.version)).collect();
         Ok(MigrateReport { applied: applied_now, total_applied: after.len() })
@@ -359,8 +369,9 @@ async fn fill_check(conn: &mut PgConnection, report: &mut CheckReport) -> Result
     samples.sort();
     report.latency = Some(samples[2]);
 
-    report.tls =
-        sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetch_optional(&mut *conn).await?;
+    report.tls = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_optional(&mut *conn)
+        .await?;
 
     let applied = applied(conn).await?;
     let embedded = embedded();

@@ -114,9 +114,16 @@ impl PostgresStore {
     }
 
     /// Login lookup on an open connection (also used to resolve members stored by e-mail).
-    pub(crate) async fn find_user_by_email(&self, conn: &mut PgConnection, email: &str) -> StoreResult<Option<UserRow>> {
-        let exact: Option<UserRow> =
-            sqlx::query_as(rows::USER_BY_EMAIL).bind(email).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
+    pub(crate) async fn find_user_by_email(
+        &self,
+        conn: &mut PgConnection,
+        email: &str,
+    ) -> StoreResult<Option<UserRow>> {
+        let exact: Option<UserRow> = sqlx::query_as(rows::USER_BY_EMAIL)
+            .bind(email)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
         if exact.is_some() {
             return Ok(exact);
         }
@@ -415,9 +422,12 @@ impl Store for PostgresStore {
             return Ok((member, None));
         };
         // `set_member_role` found the entry the same way; its row is at the same index.
-        let idx = loaded.project.members.iter().position(|m| m.user_id == entry).ok_or(StoreError::Other(
-            "member entry vanished inside the transaction".into(),
-        ))?;
+        let idx = loaded
+            .project
+            .members
+            .iter()
+            .position(|m| m.user_id == entry)
+            .ok_or(StoreError::Other("member entry vanished inside the transaction".into()))?;
         let user_id = loaded.row.members.0[idx].user_id;
         sqlx::query(rows::SET_MEMBER_ROLE)
             .bind(loaded.id())
@@ -442,11 +452,14 @@ impl Store for PostgresStore {
     ) -> StoreResult<Activity> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let loaded = self.lock_project(&mut tx, project_id).await?;
-        let (_, act) = ops::remove_member(&loaded.project, entry, label, caller_is_owner, actor)
-            .map_err(StoreError::Rejected)?;
-        let idx = loaded.project.members.iter().position(|m| m.user_id == entry).ok_or(StoreError::Other(
-            "member entry vanished inside the transaction".into(),
-        ))?;
+        let (_, act) =
+            ops::remove_member(&loaded.project, entry, label, caller_is_owner, actor).map_err(StoreError::Rejected)?;
+        let idx = loaded
+            .project
+            .members
+            .iter()
+            .position(|m| m.user_id == entry)
+            .ok_or(StoreError::Other("member entry vanished inside the transaction".into()))?;
         let user_id = loaded.row.members.0[idx].user_id;
         sqlx::query(rows::DELETE_MEMBER)
             .bind(loaded.id())
@@ -606,7 +619,8 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|e| self.err(e))?,
         };
-        let activities = self.translate(|ids| page.iter().map(|p| mapping::activity_from_row(&p.row, ids)).collect()).await?;
+        let activities =
+            self.translate(|ids| page.iter().map(|p| mapping::activity_from_row(&p.row, ids)).collect()).await?;
         Ok(ActivityPage { activities, total: usize::try_from(total).unwrap_or(0) })
     }
 
