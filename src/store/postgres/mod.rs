@@ -17,7 +17,7 @@
 
 mod errors;
 pub mod ids;
-pub mod import;
+mod import;
 pub mod mapping;
 mod rows;
 mod schema;
@@ -29,13 +29,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
 use self::ids::Ids;
 pub use self::ids::{Entity, IdMap, LEGACY_NAMESPACE};
-pub use self::schema::{CheckReport, ConnectFailure, MigrateReport, MigrationInfo, PoolSettings, SEED_INDEXES};
+pub use self::schema::{
+    embedded as embedded_migrations, CheckReport, ConnectFailure, MigrateReport, MigrationInfo, PoolSettings,
+    SEED_INDEXES,
+};
 use crate::store::{StoreError, StoreResult};
 
 /// The oldest supported server (configuration.md §3.2): the legacy deployment's PostgreSQL 14.
@@ -48,6 +51,9 @@ pub struct PgOptions {
     pub url: String,
     /// A replica for plain list reads (`DATABASE_READ_URL`); reads that must see a preceding write use `url`.
     pub read_url: Option<String>,
+    /// `DATABASE_CA_CERT`: a path to a PEM file, or the PEM text itself. When set, TLS is required and the server
+    /// certificate verified (`sslmode=verify-full` unless the URL names a mode).
+    pub ca_cert: Option<String>,
     pub max_connections: u32,
     pub min_connections: u32,
     pub idle_timeout: Duration,
@@ -63,6 +69,7 @@ impl PgOptions {
         PgOptions {
             url: url.into(),
             read_url: None,
+            ca_cert: None,
             max_connections: 20,
             min_connections: 0,
             idle_timeout: Duration::from_secs(30),
@@ -100,6 +107,8 @@ pub enum PgError {
     /// The URL does not parse; the message never contains the URL itself (it may hold a password).
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    #[error("invalid DATABASE_CA_CERT: {0}")]
+    InvalidCaCert(String),
     /// The server is older than PostgreSQL 14 (`PostgreSQL 13.11 is not supported: …`).
     #[error("{0}")]
     Unsupported(String),
@@ -180,12 +189,26 @@ pub struct PostgresStore {
     unsupported: Arc<Mutex<Option<String>>>,
 }
 
-fn parse_url(url: &str) -> Result<PgConnectOptions, PgError> {
+fn parse_url(url: &str, ca_cert: Option<&str>) -> Result<PgConnectOptions, PgError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(PgError::InvalidUrl("the scheme must be postgres:// or postgresql://".into()));
     }
     // sqlx's message may quote the URL; report only that it failed.
-    PgConnectOptions::from_str(url).map_err(|_| PgError::InvalidUrl(format!("cannot parse {}", redact_url(url))))
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|_| PgError::InvalidUrl(format!("cannot parse {}", redact_url(url))))?;
+    let Some(ca) = ca_cert else {
+        return Ok(opts);
+    };
+    let opts = if ca.contains("-----BEGIN") {
+        opts.ssl_root_cert_from_pem(ca.as_bytes().to_vec())
+    } else if std::path::Path::new(ca).is_file() {
+        opts.ssl_root_cert(ca)
+    } else {
+        return Err(PgError::InvalidCaCert(format!("{ca}: no such file (expected a PEM file or PEM text)")));
+    };
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let names_mode = query.split('&').any(|kv| kv.starts_with("sslmode=") || kv.starts_with("ssl-mode="));
+    Ok(if names_mode { opts } else { opts.ssl_mode(PgSslMode::VerifyFull) })
 }
 
 /// `application_name` marks our connections in `pg_stat_activity`; `TimeZone=UTC` fixes the text form of
@@ -244,8 +267,8 @@ impl PostgresStore {
     /// answers `Unavailable` until it can connect. A reachable server older than 14 is refused here
     /// (`PgError::Unsupported`), so that `serve` can exit 2 with the message.
     pub async fn connect(opts: PgOptions) -> Result<PostgresStore, PgError> {
-        let base = parse_url(&opts.url)?;
-        let read_base = opts.read_url.as_deref().map(parse_url).transpose()?;
+        let base = parse_url(&opts.url, opts.ca_cert.as_deref())?;
+        let read_base = opts.read_url.as_deref().map(|u| parse_url(u, opts.ca_cert.as_deref())).transpose()?;
         let unsupported = Arc::new(Mutex::new(None));
         let pool = build_pool(&opts, session_options(base.clone(), opts.statement_timeout), unsupported.clone());
         let read_pool =
@@ -323,20 +346,47 @@ impl PostgresStore {
     /// Reloads the legacy-id map from `legacy_ids` (at start-up, and when `NOTIFY flux_legacy_ids` says another
     /// instance or a migrate run added some). Returns the number of legacy ids.
     pub async fn reload_legacy_ids(&self) -> StoreResult<usize> {
-        let rows: Vec<(Uuid, String)> = sqlx::query_as("select id, legacy_id from legacy_ids")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = self.legacy_pairs(None, None).await?;
         let n = rows.len();
         self.ids.replace(rows);
         Ok(n)
     }
 
+    /// `legacy_ids` rows, all of them or those of `only`, on `conn` when the caller is inside a transaction: a
+    /// second pool connection there could wait for a pool that is full of transactions waiting for this one.
+    async fn legacy_pairs(
+        &self,
+        conn: Option<&mut PgConnection>,
+        only: Option<&[Uuid]>,
+    ) -> StoreResult<Vec<(Uuid, String)>> {
+        let query = match only {
+            None => sqlx::query_as::<_, (Uuid, String)>("select id, legacy_id from legacy_ids"),
+            Some(ids) => {
+                sqlx::query_as::<_, (Uuid, String)>("select id, legacy_id from legacy_ids where id = any($1)").bind(ids)
+            }
+        };
+        let rows = match conn {
+            Some(c) => query.fetch_all(c).await,
+            None => query.fetch_all(&self.pool).await,
+        };
+        rows.map_err(|e| self.err(e))
+    }
+
     /// Runs `f` (a storage → public translation) and, when it met UUIDv5 values the map does not know, consults
     /// `legacy_ids` for those and runs it again. The common case is one pass and no query.
     pub(crate) async fn translate<T>(&self, f: impl Fn(&Ids) -> T) -> StoreResult<T> {
+        self.translate_in(None, f).await
+    }
+
+    /// As [`translate`](Self::translate), any lookup made on `conn` (the caller's transaction) when given.
+    pub(crate) async fn translate_in<T>(
+        &self,
+        mut conn: Option<&mut PgConnection>,
+        f: impl Fn(&Ids) -> T,
+    ) -> StoreResult<T> {
         if !self.ids.is_loaded() {
-            self.reload_legacy_ids().await?;
+            let rows = self.legacy_pairs(conn.as_deref_mut(), None).await?;
+            self.ids.replace(rows);
         }
         let (out, misses) = {
             let ids = Ids::new(&self.ids);
@@ -346,11 +396,7 @@ impl PostgresStore {
         if misses.is_empty() {
             return Ok(out);
         }
-        let found: Vec<(Uuid, String)> = sqlx::query_as("select id, legacy_id from legacy_ids where id = any($1)")
-            .bind(&misses)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let found = self.legacy_pairs(conn, Some(&misses)).await?;
         if found.is_empty() {
             self.ids.mark_genuine(misses);
             return Ok(out);
@@ -397,6 +443,20 @@ mod tests {
         assert_eq!(redact_url("postgresql://flux@db/flux"), "postgresql://flux@db/flux");
         assert_eq!(redact_url("postgres://db:5432"), "postgres://db:5432");
         assert_eq!(redact_url("nonsense"), "<invalid URL>");
+    }
+
+    #[test]
+    fn a_ca_certificate_requires_verified_tls() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let o = parse_url("postgres://flux@db/flux", Some(pem)).unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        let o = parse_url("postgres://flux@db/flux?sslmode=require", Some(pem)).unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::Require), "the URL's mode wins");
+        assert!(matches!(
+            parse_url("postgres://flux@db/flux", Some("/nonexistent.pem")),
+            Err(PgError::InvalidCaCert(_))
+        ));
+        assert!(matches!(parse_url("mysql://flux@db/flux", None), Err(PgError::InvalidUrl(_))));
     }
 
     #[test]

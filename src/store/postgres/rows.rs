@@ -133,9 +133,12 @@ pub async fn update_user(conn: &mut PgConnection, r: &UserRow) -> Result<(), sql
 // ------------------------------------------------------------------------------------------------------- projects
 
 pub const PROJECT_BY_ID: &str = concat!(project_select!(), "where p.id = $1");
-/// The same, locking the project row: every project-scoped write starts here, so writes to one project are
-/// serialised while reads and other projects go on.
-pub const PROJECT_FOR_UPDATE: &str = concat!(project_select!(), "where p.id = $1 for update of p");
+/// Every project-scoped write starts by locking the project row, so writes to one project are serialised while
+/// reads and other projects go on. The lock is its own statement on purpose: under READ COMMITTED a
+/// `select … for update` that waited for the lock re-reads the locked row but not its sub-selects, which would
+/// still show the tasks and members as of before the write it waited for. The load that follows is a new
+/// statement, with a snapshot taken after the lock was granted.
+pub const LOCK_PROJECT: &str = "select 1 from projects where id = $1 for update";
 /// Membership comes from the member rows (plus the creator, who always counts as an owner), never from a
 /// fallback (legacy defect 11).
 pub const PROJECTS_FOR_USER: &str = concat!(

@@ -182,8 +182,11 @@ impl fmt::Display for CheckReport {
             writeln!(f, "           migration {v} is recorded as failed")?;
         }
         writeln!(f, "indexes    {}/{} seed indexes present", self.indexes_present.len(), SEED_INDEXES.len())?;
-        for i in &self.indexes_missing {
-            writeln!(f, "           missing {i}")?;
+        // On an empty database every index is missing; naming them all would bury the "pending" line.
+        if !self.indexes_present.is_empty() {
+            for i in &self.indexes_missing {
+                writeln!(f, "           missing {i}")?;
+            }
         }
         if !self.extra_indexes.is_empty() {
             writeln!(f, "           further indexes: {}", self.extra_indexes.join(", "))?;
@@ -250,6 +253,12 @@ impl PostgresStore {
         let result = self.migrate_on(&mut conn).await;
         // Closing the session releases every advisory lock it still holds, also after a failed migration.
         let _ = conn.close().await;
+        if result.is_ok() {
+            // A store that came up before the schema existed could not load the legacy ids yet.
+            if let Err(e) = self.reload_legacy_ids().await {
+                tracing::warn!(target: "fluxstudio::store", "legacy ids not loaded after migrate: {e}");
+            }
+        }
         result
     }
 

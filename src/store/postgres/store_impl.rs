@@ -66,14 +66,19 @@ impl Loaded {
 }
 
 impl PostgresStore {
+    /// Locks the project row, then loads the project with everything it embeds (two statements: see
+    /// `rows::LOCK_PROJECT` for why not one).
     async fn lock_project(&self, conn: &mut PgConnection, id: &str) -> StoreResult<Loaded> {
-        let row: Option<ProjectRow> = sqlx::query_as(rows::PROJECT_FOR_UPDATE)
-            .bind(storage_id(Entity::Project, id))
-            .fetch_optional(conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let id = storage_id(Entity::Project, id);
+        let locked =
+            sqlx::query(rows::LOCK_PROJECT).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
+        if locked.is_none() {
+            return Err(PROJECT_NOT_FOUND);
+        }
+        let row: Option<ProjectRow> =
+            sqlx::query_as(rows::PROJECT_BY_ID).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
         let row = row.ok_or(PROJECT_NOT_FOUND)?;
-        let project = self.translate(|ids| mapping::project_from_row(&row, ids)).await?;
+        let project = self.translate_in(Some(conn), |ids| mapping::project_from_row(&row, ids)).await?;
         Ok(Loaded { row, project })
     }
 
@@ -102,15 +107,15 @@ impl PostgresStore {
         self.translate(|ids| rows.iter().map(|r| mapping::user_from_row(r, ids)).collect()).await
     }
 
-    async fn user_from(&self, row: Option<UserRow>) -> StoreResult<Option<User>> {
+    async fn user_from(&self, conn: Option<&mut PgConnection>, row: Option<UserRow>) -> StoreResult<Option<User>> {
         match row {
             None => Ok(None),
-            Some(r) => self.translate(|ids| Some(mapping::user_from_row(&r, ids))).await,
+            Some(r) => self.translate_in(conn, |ids| Some(mapping::user_from_row(&r, ids))).await,
         }
     }
 
-    async fn file_from(&self, row: FileRow) -> StoreResult<FileRecord> {
-        self.translate(|ids| mapping::file_from_row(&row, ids)).await
+    async fn file_from(&self, conn: Option<&mut PgConnection>, row: FileRow) -> StoreResult<FileRecord> {
+        self.translate_in(conn, |ids| mapping::file_from_row(&row, ids)).await
     }
 
     /// Login lookup on an open connection (also used to resolve members stored by e-mail).
@@ -148,14 +153,14 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        self.user_from(row).await
+        self.user_from(None, row).await
     }
 
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
         let row = self.find_user_by_email(&mut conn, email).await?;
         drop(conn);
-        self.user_from(row).await
+        self.user_from(None, row).await
     }
 
     async fn get_user_by_google_id(&self, google_id: &str) -> StoreResult<Option<User>> {
@@ -164,7 +169,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        self.user_from(row).await
+        self.user_from(None, row).await
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
@@ -207,7 +212,7 @@ impl Store for PostgresStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let mut u = self.user_from(row).await?.ok_or(USER_NOT_FOUND)?;
+        let mut u = self.user_from(Some(&mut tx), row).await?.ok_or(USER_NOT_FOUND)?;
         if let Some(v) = patch.user_type {
             u.user_type = v;
         }
@@ -539,7 +544,7 @@ impl Store for PostgresStore {
             .map_err(|e| self.err(e))?;
         match row {
             None => Ok(None),
-            Some(r) => self.file_from(r).await.map(Some),
+            Some(r) => self.file_from(None, r).await.map(Some),
         }
     }
 
@@ -550,7 +555,7 @@ impl Store for PostgresStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let mut f = self.file_from(row.ok_or(FILE_NOT_FOUND)?).await?;
+        let mut f = self.file_from(Some(&mut tx), row.ok_or(FILE_NOT_FOUND)?).await?;
         if let Some(v) = patch.description {
             f.description = v;
         }
@@ -573,7 +578,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        self.file_from(row.ok_or(FILE_NOT_FOUND)?).await
+        self.file_from(None, row.ok_or(FILE_NOT_FOUND)?).await
     }
 
     async fn list_activities(&self, project_id: &str, q: &ActivityQuery) -> StoreResult<ActivityPage> {
