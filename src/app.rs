@@ -18,6 +18,7 @@ use crate::auth::jwt::Jwt;
 use crate::auth::password::Passwords;
 use crate::config::{Config, StoreMode};
 use crate::ratelimit::{LimiterId, RateLimits};
+use crate::realtime::Realtime;
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
@@ -37,6 +38,7 @@ pub struct Inner {
     pub google: GoogleVerifier,
     pub started: Instant,
     pub limits: RateLimits,
+    pub realtime: Arc<Realtime>,
     slot: ArcSwap<StoreSlot>,
     /// Set when shutdown begins: `/health/ready` answers 503 from then on, so a load balancer stops routing here.
     draining: AtomicBool,
@@ -76,6 +78,7 @@ pub(crate) fn state_for_tests(config: Config, jwt_secret: &str, store: DynStore)
         passwords: Arc::new(Passwords::new(config.bcrypt_cost)),
         google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
         started: Instant::now(),
+        realtime: crate::realtime::layer(&config).1,
         limits: RateLimits::from_config(&config),
         slot: ArcSwap::from_pointee(StoreSlot { store, mode: StoreMode::Json }),
         draining: AtomicBool::new(false),
@@ -153,7 +156,10 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost))
         .await
         .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let (socket_layer, realtime) = crate::realtime::layer(&config);
+    json.set_event_sink(crate::realtime::event_pipeline(realtime.clone()));
     let state = AppState(Arc::new(Inner {
+        realtime: realtime.clone(),
         jwt: Jwt::new(&opts.jwt_secret),
         passwords: Arc::new(passwords),
         google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
@@ -189,7 +195,8 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = crate::api::router(state.clone());
+    crate::realtime::register(&realtime, state.clone());
+    let app = crate::api::router(state.clone()).layer(socket_layer);
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -200,9 +207,10 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     });
     let metrics_http = metrics_listener.map(|listener| {
         let mut rx = shutdown_rx.clone();
+        let metrics_state = state.clone();
         tracing::info!("metrics listening on {}", metrics_addr.expect("bound"));
         tokio::spawn(async move {
-            axum::serve(listener, crate::api::ops::metrics_router())
+            axum::serve(listener, crate::api::ops::metrics_router(metrics_state))
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|v| *v).await;
                 })
@@ -234,6 +242,8 @@ impl Server {
     pub async fn shutdown(mut self) -> Result<(), String> {
         self.state.begin_drain();
         let _ = self.shutdown_tx.send(true);
+        // Long-polling requests would otherwise hold the graceful shutdown for a whole ping interval.
+        self.state.realtime.close().await;
         let grace = self.state.config.shutdown_grace;
         if tokio::time::timeout(grace, &mut self.http).await.is_err() {
             tracing::warn!(

@@ -8,7 +8,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::store::StoreError;
 
@@ -202,7 +202,7 @@ impl IntoResponse for InSuccessFamily {
     }
 }
 
-/// Shorthand for success-family bodies: `ok(json!({...}))` adds `"success": true` first.
+/// A success-family body: `"success": true` first, then the given members.
 pub fn success(mut body: Map<String, Value>) -> axum::Json<Value> {
     let mut out = Map::with_capacity(body.len() + 1);
     out.insert("success".into(), Value::Bool(true));
@@ -210,9 +210,11 @@ pub fn success(mut body: Map<String, Value>) -> axum::Json<Value> {
     axum::Json(Value::Object(out))
 }
 
+/// A success-family body from a `json!({...})` object literal.
 pub fn success_json(v: Value) -> axum::Json<Value> {
     match v {
         Value::Object(m) => success(m),
-        other => axum::Json(json!({ "success": true, "data": other })),
+        // Only object literals are passed in; anything else is wrapped rather than silently dropped.
+        other => success(Map::from_iter([("data".to_owned(), other)])),
     }
 }

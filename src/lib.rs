@@ -10,6 +10,7 @@ pub mod control;
 pub mod domain;
 pub mod error;
 pub mod ratelimit;
+pub mod realtime;
 pub mod store;
 pub mod telemetry;
 pub mod usercmd;

@@ -215,7 +215,8 @@ async fn receive(
             .map_err(|e| upload_io(e, "creating"))?;
         written.0.push(path.clone());
         let mut size: u64 = 0;
-        while let Some(chunk) = field.chunk().await.map_err(|_| too_large_or_bad(state))? {
+        // A stream error here is the request-wide size bound cutting the body off.
+        while let Some(chunk) = field.chunk().await.map_err(|_| too_large(state))? {
             size += chunk.len() as u64;
             if size > cfg.upload_max_file {
                 return Err(too_large(state));
@@ -252,10 +253,6 @@ async fn receive(
         }
     }
     Ok(records)
-}
-
-fn too_large_or_bad(state: &AppState) -> ApiError {
-    too_large(state)
 }
 
 fn upload_io(e: std::io::Error, what: &str) -> ApiError {

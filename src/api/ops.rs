@@ -72,10 +72,12 @@ pub async fn metrics_on_main_port(State(state): State<AppState>, req: Request) -
     if state.config.metrics_addr.is_some() || !loopback || forwarded {
         return plain_not_found().await;
     }
-    render().await
+    render(State(state)).await
 }
 
-async fn render() -> Response {
+async fn render(State(state): State<AppState>) -> Response {
+    // Sampled at scrape time from the Socket.IO server itself, so the gauge cannot drift from the truth.
+    metrics::gauge!("flux_socket_connections").set(state.realtime.connected_sockets() as f64);
     let body = tokio::task::spawn_blocking(telemetry::render_metrics).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()
@@ -86,6 +88,6 @@ async fn plain_not_found() -> Response {
 }
 
 /// The separate metrics listener (`FLUX_METRICS_ADDR`): `/metrics` for whoever can reach it, 404 otherwise.
-pub fn metrics_router() -> Router {
-    Router::new().route("/metrics", get(render)).fallback(plain_not_found)
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(render)).fallback(plain_not_found).with_state(state)
 }

@@ -23,6 +23,7 @@ pub struct Claims {
 #[derive(Debug, Deserialize)]
 struct VerifiedClaims {
     id: String,
+    exp: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +67,13 @@ impl Jwt {
 
     /// Returns the token's user id.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        self.verify_with_exp(token).map(|(id, _)| id)
+    }
+
+    /// The token's user id and its `exp` (seconds since the epoch).
+    pub fn verify_with_exp(&self, token: &str) -> Result<(String, i64), TokenError> {
         match jsonwebtoken::decode::<VerifiedClaims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims.id),
+            Ok(data) => Ok((data.claims.id, data.claims.exp)),
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
             Err(_) => Err(TokenError::Invalid),
         }

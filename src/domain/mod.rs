@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP or about a particular store.
 
 pub mod access;
+pub mod events;
 pub mod model;
 pub mod ops;
 pub mod time;

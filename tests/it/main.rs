@@ -16,6 +16,7 @@ mod ops_api;
 mod projects_api;
 mod rate_limits;
 mod shutdown;
+mod socket_compat;
 mod support;
 mod tasks_api;
 mod teams_api;

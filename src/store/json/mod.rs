@@ -28,6 +28,7 @@ use self::fs::Fs;
 use self::journal::{Marker, Record};
 use self::state::{Dirty, FileKey, Op, State};
 use super::{StoreError, StoreResult};
+use crate::domain::events::{DomainEvent, EventSink};
 use crate::domain::time;
 
 #[derive(Clone, Debug)]
@@ -62,6 +63,8 @@ struct Writer {
     durable_seq: u64,
     buf: Vec<u8>,
     waiters: Vec<Waiter>,
+    /// Events of the queued records, in seq order; delivered only once their records are durable.
+    events: Vec<DomainEvent>,
     dirty: Dirty,
     compact_requests: Vec<Waiter>,
     /// Set when a failed append could not be cut back off the journal: appending more would put a bad record
@@ -76,6 +79,7 @@ struct Shared {
     writer: Mutex<Writer>,
     cond: Condvar,
     visible: ArcSwap<State>,
+    sink: arc_swap::ArcSwapOption<EventSink>,
     /// Compaction jobs finished so far; the journal thread counts the jobs it sent, so "a compaction is running"
     /// is `completed < sent` and waiting for it cannot be confused by an old notification.
     completed: Mutex<u64>,
@@ -169,6 +173,7 @@ impl JsonStore {
                 durable_seq: last,
                 buf: Vec::new(),
                 waiters: Vec::new(),
+                events: Vec::new(),
                 dirty: Dirty::new(),
                 compact_requests: Vec::new(),
                 poisoned: None,
@@ -176,6 +181,7 @@ impl JsonStore {
             }),
             cond: Condvar::new(),
             visible: ArcSwap::from_pointee(state),
+            sink: arc_swap::ArcSwapOption::empty(),
             completed: Mutex::new(0),
             completed_cv: Condvar::new(),
             returned_dirty: Mutex::new(Dirty::new()),
@@ -200,9 +206,22 @@ impl JsonStore {
         self.shared.visible.load_full()
     }
 
+    /// Where committed writes' events go (the realtime layer); events are delivered in commit order.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        self.shared.sink.store(Some(Arc::new(sink)));
+    }
+
     /// Applies one write: `f` decides (from the current state) what changes, the change is journaled, and the
     /// call returns once the record is fsynced. Nothing is visible to readers before that.
     pub async fn write<R>(&self, f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>) -> StoreResult<R> {
+        self.write_with_events(|s| f(s).map(|(r, ops)| (r, ops, Vec::new()))).await
+    }
+
+    /// As [`write`](Self::write), plus the events to deliver once the record is durable.
+    pub async fn write_with_events<R>(
+        &self,
+        f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>, Vec<DomainEvent>)>,
+    ) -> StoreResult<R> {
         let started = Instant::now();
         let result = self.write_inner(f).await;
         // Domain outcomes (not found, conflict, rejected) are answers, not store errors.
@@ -214,7 +233,10 @@ impl JsonStore {
         result
     }
 
-    async fn write_inner<R>(&self, f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>) -> StoreResult<R> {
+    async fn write_inner<R>(
+        &self,
+        f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>, Vec<DomainEvent>)>,
+    ) -> StoreResult<R> {
         let (result, rx) = {
             let mut guard = self.shared.writer.lock();
             let w = &mut *guard;
@@ -224,7 +246,7 @@ impl JsonStore {
             if w.shutdown {
                 return Err(StoreError::Unavailable("the JSON store is shut down".into()));
             }
-            let (result, ops) = f(&w.working)?;
+            let (result, ops, events) = f(&w.working)?;
             if ops.is_empty() {
                 return Ok(result);
             }
@@ -234,6 +256,7 @@ impl JsonStore {
             let record = Record { seq: w.next_seq, at: time::now(), ops };
             w.next_seq += 1;
             w.buf.extend_from_slice(&journal::encode(&record));
+            w.events.extend(events);
             let (tx, rx) = oneshot::channel();
             w.waiters.push(tx);
             self.shared.cond.notify_one();
@@ -344,7 +367,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
     let mut dirty_since = Dirty::new();
     let mut first_record_at: Option<Instant> = None;
     loop {
-        let (batch, waiters, dirty, snapshot, last_seq, compact_requests, shutdown) = {
+        let (batch, waiters, events, dirty, snapshot, last_seq, compact_requests, shutdown) = {
             let mut w = shared.writer.lock();
             if w.buf.is_empty() && w.compact_requests.is_empty() && !w.shutdown {
                 shared.cond.wait_for(&mut w, Duration::from_millis(500));
@@ -353,6 +376,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
             (
                 std::mem::take(&mut w.buf),
                 std::mem::take(&mut w.waiters),
+                std::mem::take(&mut w.events),
                 std::mem::take(&mut w.dirty),
                 snapshot,
                 w.next_seq - 1,
@@ -367,6 +391,9 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                     shared.writer.lock().durable_seq = last_seq;
                     dirty_since.extend(dirty);
                     first_record_at.get_or_insert_with(Instant::now);
+                    if let Some(sink) = shared.sink.load_full() {
+                        events.into_iter().for_each(|e| sink(e));
+                    }
                     for w in waiters {
                         let _ = w.send(Ok(()));
                     }
@@ -378,6 +405,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                     // Later queued writes were computed on top of the failed ones: they fail too.
                     w.working = (**shared.visible.load()).clone();
                     w.buf.clear();
+                    w.events.clear();
                     w.dirty.clear();
                     w.next_seq = w.durable_seq + 1;
                     let more = std::mem::take(&mut w.waiters);

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use super::state::Op;
 use super::JsonStore;
+use crate::domain::events::DomainEvent;
 use crate::domain::ops::{self, FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, TaskPatch};
 use crate::domain::{access, time, Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
 use crate::store::{ActivityPage, ActivityQuery, Store, StoreError, StoreResult, UserPatch};
@@ -129,9 +130,10 @@ impl Store for JsonStore {
     }
 
     async fn delete_project(&self, id: &str) -> StoreResult<()> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             project(s, id)?;
-            Ok(((), vec![Op::DelProject { id: id.to_owned() }]))
+            let events = vec![DomainEvent::ProjectDeleted { project_id: id.to_owned() }];
+            Ok(((), vec![Op::DelProject { id: id.to_owned() }], events))
         })
         .await
     }
@@ -139,13 +141,21 @@ impl Store for JsonStore {
     async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)> {
         let task = ops::build_task(input, actor);
         let activity = ops::task_created_activity(project_id, &task, actor);
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let ops = vec![
                 Op::PutTask { project: project_id.to_owned(), pos: p.tasks.len(), rec: task.clone() },
                 Op::AddActivity { rec: activity.clone() },
             ];
-            Ok(((task, activity), ops))
+            let events = vec![
+                DomainEvent::TaskCreated {
+                    project_id: project_id.to_owned(),
+                    task: task.clone(),
+                    actor: actor.clone(),
+                },
+                DomainEvent::ActivityAdded(activity.clone()),
+            ];
+            Ok(((task, activity), ops, events))
         })
         .await
     }
@@ -157,7 +167,7 @@ impl Store for JsonStore {
         patch: TaskPatch,
         actor: &Actor,
     ) -> StoreResult<(Task, Activity)> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let pos = p.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
             let mut task = p.tasks[pos].clone();
@@ -166,13 +176,21 @@ impl Store for JsonStore {
                 Op::PutTask { project: project_id.to_owned(), pos, rec: task.clone() },
                 Op::AddActivity { rec: activity.clone() },
             ];
-            Ok(((task, activity), ops))
+            let events = vec![
+                DomainEvent::TaskUpdated {
+                    project_id: project_id.to_owned(),
+                    task: task.clone(),
+                    actor: actor.clone(),
+                },
+                DomainEvent::ActivityAdded(activity.clone()),
+            ];
+            Ok(((task, activity), ops, events))
         })
         .await
     }
 
     async fn delete_task(&self, project_id: &str, task_id: &str, actor: &Actor) -> StoreResult<Activity> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let task = p.tasks.iter().find(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
             let activity = ops::task_deleted_activity(project_id, task, actor);
@@ -180,7 +198,15 @@ impl Store for JsonStore {
                 Op::DelTask { project: project_id.to_owned(), id: task_id.to_owned() },
                 Op::AddActivity { rec: activity.clone() },
             ];
-            Ok((activity, ops))
+            let events = vec![
+                DomainEvent::TaskDeleted {
+                    project_id: project_id.to_owned(),
+                    task_id: task_id.to_owned(),
+                    actor: actor.clone(),
+                },
+                DomainEvent::ActivityAdded(activity.clone()),
+            ];
+            Ok((activity, ops, events))
         })
         .await
     }
@@ -192,10 +218,11 @@ impl Store for JsonStore {
         role: &str,
         actor: &Actor,
     ) -> StoreResult<(Member, Activity)> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let (members, member, act) = ops::add_member(p, user, role, actor).map_err(StoreError::Rejected)?;
-            Ok(((member, act.clone()), members_write(p, members, Some(act))))
+            let events = vec![DomainEvent::ActivityAdded(act.clone())];
+            Ok(((member, act.clone()), members_write(p, members, Some(act)), events))
         })
         .await
     }
@@ -209,12 +236,13 @@ impl Store for JsonStore {
         caller_is_owner: bool,
         actor: &Actor,
     ) -> StoreResult<(Member, Option<Activity>)> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let (members, member, act) =
                 ops::set_member_role(p, entry, label, role, caller_is_owner, actor).map_err(StoreError::Rejected)?;
             let writes = if act.is_some() { members_write(p, members, act.clone()) } else { vec![] };
-            Ok(((member, act), writes))
+            let events = act.iter().cloned().map(DomainEvent::ActivityAdded).collect();
+            Ok(((member, act), writes, events))
         })
         .await
     }
@@ -227,11 +255,16 @@ impl Store for JsonStore {
         caller_is_owner: bool,
         actor: &Actor,
     ) -> StoreResult<Activity> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let (members, act) =
                 ops::remove_member(p, entry, label, caller_is_owner, actor).map_err(StoreError::Rejected)?;
-            Ok((act.clone(), members_write(p, members, Some(act))))
+            // The activity goes out before the member's sockets leave the room (realtime.md §5).
+            let events = vec![
+                DomainEvent::ActivityAdded(act.clone()),
+                DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
+            ];
+            Ok((act.clone(), members_write(p, members, Some(act)), events))
         })
         .await
     }
@@ -244,13 +277,14 @@ impl Store for JsonStore {
     ) -> StoreResult<(Milestone, Activity)> {
         let m = ops::build_milestone(input, actor);
         let act = ops::milestone_created_activity(project_id, &m, actor);
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let ops = vec![
                 Op::PutMilestone { project: project_id.to_owned(), pos: p.milestones.len(), rec: m.clone() },
                 Op::AddActivity { rec: act.clone() },
             ];
-            Ok(((m, act), ops))
+            let events = vec![DomainEvent::ActivityAdded(act.clone())];
+            Ok(((m, act), ops, events))
         })
         .await
     }
@@ -262,7 +296,7 @@ impl Store for JsonStore {
         patch: MilestonePatch,
         actor: &Actor,
     ) -> StoreResult<(Milestone, Activity)> {
-        self.write(|s| {
+        self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let pos = p.milestones.iter().position(|m| m.id == milestone_id).ok_or(MILESTONE_NOT_FOUND)?;
             let mut m = p.milestones[pos].clone();
@@ -271,7 +305,8 @@ impl Store for JsonStore {
                 Op::PutMilestone { project: project_id.to_owned(), pos, rec: m.clone() },
                 Op::AddActivity { rec: act.clone() },
             ];
-            Ok(((m, act), ops))
+            let events = vec![DomainEvent::ActivityAdded(act.clone())];
+            Ok(((m, act), ops, events))
         })
         .await
     }

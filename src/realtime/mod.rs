@@ -1,0 +1,372 @@
+//! Socket.IO (realtime.md): the handshake with the session token, project rooms joined only by members,
+//! presence, and the server-emitted `task:*` / `activity:new` events that follow committed writes.
+//!
+//! Events come from the store's commit path as [`DomainEvent`]s, in commit order, through one channel into one
+//! task that emits them, so clients see a project's events in the order the writes committed.
+
+mod presence;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::SocketIo;
+use tokio::sync::mpsc;
+
+use self::presence::Presence;
+use crate::api::dto::{ActivityDto, TaskDto};
+use crate::app::AppState;
+use crate::domain::events::{DomainEvent, EventSink};
+use crate::domain::{access, time, Actor, User};
+
+const MAX_ROOMS: usize = 100;
+
+/// The authenticated user of a socket (socket extensions).
+#[derive(Clone, Debug)]
+struct SocketUser {
+    id: String,
+    email: String,
+    name: String,
+}
+
+/// Per-socket event budget (`FLUX_RATE_SOCKET_EVENTS`): a fixed window, with one `rate_limited` error per window.
+#[derive(Clone)]
+struct EventBudget(Arc<Mutex<(Instant, u32, bool)>>);
+
+pub struct Realtime {
+    io: SocketIo,
+    presence: Presence,
+}
+
+impl Realtime {
+    pub fn io(&self) -> &SocketIo {
+        &self.io
+    }
+
+    pub fn connected_sockets(&self) -> usize {
+        self.io.sockets().len()
+    }
+
+    /// Closes every transport without a DISCONNECT packet, so clients reconnect by themselves (realtime.md §9).
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+}
+
+/// Builds the Socket.IO layer for the router and the handle the state keeps.
+pub fn layer(cfg: &crate::config::Config) -> (SocketIoLayer, Arc<Realtime>) {
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(cfg.socket_ping_interval)
+        .ping_timeout(cfg.socket_ping_timeout)
+        .max_payload(cfg.socket_max_payload as u64)
+        .build_layer();
+    (layer, Arc::new(Realtime { io, presence: Presence::default() }))
+}
+
+/// A sink for the store plus the task that turns committed events into emits.
+pub fn event_pipeline(rt: Arc<Realtime>) -> EventSink {
+    let (tx, mut rx) = mpsc::unbounded_channel::<DomainEvent>();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            dispatch(&rt, event).await;
+        }
+    });
+    Arc::new(move |e| {
+        let _ = tx.send(e);
+    })
+}
+
+fn room(project_id: &str) -> String {
+    format!("project:{project_id}")
+}
+
+fn author(actor: &Actor) -> (String, String) {
+    let name = if actor.name.is_empty() { actor.email.clone() } else { actor.name.clone() };
+    (actor.id.clone(), name)
+}
+
+/// `task` exactly as the REST response for the write returned it, plus the author.
+fn task_payload(project_id: &str, task: &crate::domain::Task, actor: &Actor) -> Value {
+    let (user_id, user_name) = author(actor);
+    json!({
+        "projectId": project_id,
+        "task": TaskDto::new(project_id, task),
+        "userId": user_id,
+        "userName": user_name,
+        "timestamp": time::now(),
+    })
+}
+
+async fn dispatch(rt: &Realtime, event: DomainEvent) {
+    let emit = |room_id: String, name: &'static str, payload: Value| async move {
+        if let Err(e) = rt.io.to(room_id).emit(name, &payload).await {
+            tracing::warn!(error = %e, event = name, "socket emit failed");
+        }
+    };
+    match event {
+        DomainEvent::TaskCreated { project_id, task, actor } => {
+            emit(room(&project_id), "task:created", task_payload(&project_id, &task, &actor)).await;
+        }
+        DomainEvent::TaskUpdated { project_id, task, actor } => {
+            emit(room(&project_id), "task:updated", task_payload(&project_id, &task, &actor)).await;
+        }
+        DomainEvent::TaskDeleted { project_id, task_id, actor } => {
+            let (user_id, user_name) = author(&actor);
+            let payload = json!({
+                "projectId": project_id, "taskId": task_id, "userId": user_id, "userName": user_name,
+                "timestamp": time::now(),
+            });
+            emit(room(&project_id), "task:deleted", payload).await;
+        }
+        DomainEvent::ActivityAdded(a) => {
+            let payload = serde_json::to_value(ActivityDto::from(&a)).unwrap_or_default();
+            emit(room(&a.project_id), "activity:new", payload).await;
+        }
+        DomainEvent::MemberRemoved { project_id, member_ref } => {
+            let r = room(&project_id);
+            for s in rt.io.sockets() {
+                let Some(u) = s.extensions.get::<SocketUser>() else { continue };
+                let refers = member_ref == u.id || member_ref.to_lowercase() == u.email.to_lowercase();
+                if refers && s.rooms().iter().any(|x| x == r.as_str()) {
+                    s.leave(r.clone());
+                    if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
+                        emit(r.clone(), "presence:update", list).await;
+                    }
+                }
+            }
+        }
+        DomainEvent::ProjectDeleted { project_id } => {
+            let r = room(&project_id);
+            for s in rt.io.sockets() {
+                if s.rooms().iter().any(|x| x == r.as_str()) {
+                    s.leave(r.clone());
+                }
+            }
+            rt.presence.clear(&project_id);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Refused(&'static str);
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Registers the default namespace: token check at CONNECT, then the event handlers.
+pub fn register(rt: &Arc<Realtime>, state: AppState) {
+    let st = state.clone();
+    let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let st = st.clone();
+        async move { authenticate(&st, &s, auth.ok()).await }
+    };
+    let st = state.clone();
+    let rt2 = rt.clone();
+    let on_connect = move |s: SocketRef| {
+        let st = st.clone();
+        let rt = rt2.clone();
+        async move { on_connect(s, st, rt) }
+    };
+    rt.io.ns("/", on_connect.with(auth));
+}
+
+async fn authenticate(state: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Refused> {
+    const REQUIRED: Refused = Refused("Authentication required");
+    const INVALID: Refused = Refused("Invalid or expired token");
+    let token =
+        auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or(REQUIRED)?;
+    let (id, exp) = state.jwt.verify_with_exp(token).map_err(|_| INVALID)?;
+    let user: User = state.store().get_user(&id).await.ok().flatten().filter(|u| u.is_active).ok_or(INVALID)?;
+    let name = if user.name.is_empty() { user.email.clone() } else { user.name.clone() };
+    s.extensions.insert(SocketUser { id: user.id, email: user.email, name });
+    s.extensions.insert(TokenExp(exp));
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct TokenExp(i64);
+
+fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
+    let rate = state.config.rates.get("FLUX_RATE_SOCKET_EVENTS").cloned().flatten();
+    let budget = EventBudget(Arc::new(Mutex::new((Instant::now(), 0, false))));
+
+    // A connection does not outlive its token: a server-side disconnect (with the DISCONNECT packet, so the
+    // client does not retry with the stale token) at `exp`.
+    if let Some(TokenExp(exp)) = s.extensions.get::<TokenExp>() {
+        let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
+        let sock = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(left)).await;
+            if sock.connected() {
+                let _ = sock.disconnect();
+            }
+        });
+    }
+
+    {
+        let (state, rt, budget) = (state.clone(), rt.clone(), budget.clone());
+        s.on("join:project", move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let (state, rt, budget) = (state.clone(), rt.clone(), budget.clone());
+            async move {
+                if !allow(&s, &budget, rate, "join:project") {
+                    return;
+                }
+                join_project(s, ack, data.ok(), state, rt).await;
+            }
+        });
+    }
+    {
+        let (rt, budget) = (rt.clone(), budget.clone());
+        s.on("leave:project", move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let (rt, budget) = (rt.clone(), budget.clone());
+            async move {
+                if !allow(&s, &budget, rate, "leave:project") {
+                    return;
+                }
+                let Some(project_id) = project_id_of(data.ok().as_ref()) else {
+                    return invalid(&s, ack, "leave:project");
+                };
+                let r = room(&project_id);
+                if s.rooms().iter().any(|x| x == r.as_str()) {
+                    s.leave(r.clone());
+                    if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
+                        let _ = rt.io.to(r).emit("presence:update", &list).await;
+                    }
+                }
+                let _ = ack.send(&json!({ "success": true }));
+            }
+        });
+    }
+    // The current client still emits these after its REST writes; the server's own events replace them, so they
+    // are dropped (never relayed), checked only for being an object.
+    for name in ["task:created", "task:updated", "task:deleted"] {
+        let budget = budget.clone();
+        s.on(name, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let budget = budget.clone();
+            async move {
+                if !allow(&s, &budget, rate, name) {
+                    return;
+                }
+                if !matches!(data, Ok(Value::Object(_))) {
+                    invalid(&s, ack, name);
+                }
+            }
+        });
+    }
+    {
+        let budget = budget.clone();
+        s.on_fallback(move |s: SocketRef, socketioxide::extract::Event(name): socketioxide::extract::Event| {
+            let budget = budget.clone();
+            async move {
+                let _ = allow(&s, &budget, rate, &name);
+                tracing::debug!(event = %name, "ignored unknown socket event");
+            }
+        });
+    }
+    s.on_disconnect(move |s: SocketRef| {
+        let rt = rt.clone();
+        async move {
+            for (project_id, list) in rt.presence.drop_socket(&s.id.to_string()) {
+                let _ = rt.io.to(room(&project_id)).emit("presence:update", &list).await;
+            }
+        }
+    });
+}
+
+fn error_event(s: &SocketRef, ack: AckSender, message: &str, code: &str, event: &str) {
+    let _ = s.emit("error", &json!({ "message": message, "code": code, "event": event }));
+    let _ = ack.send(&json!({ "success": false, "error": message, "code": code }));
+}
+
+fn invalid(s: &SocketRef, ack: AckSender, event: &str) {
+    error_event(s, ack, "Invalid payload", "invalid_payload", event);
+}
+
+/// `projectId`: a non-empty string of at most 128 characters from `[A-Za-z0-9_-]` (realtime.md §6).
+fn project_id_of(data: Option<&Value>) -> Option<String> {
+    let id = data?.as_object()?.get("projectId")?.as_str()?;
+    let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    ok.then(|| id.to_owned())
+}
+
+fn allow(s: &SocketRef, budget: &EventBudget, rate: Option<(u32, Duration)>, event: &str) -> bool {
+    let Some((limit, window)) = rate else { return true };
+    let mut b = budget.0.lock();
+    if b.0.elapsed() >= window {
+        *b = (Instant::now(), 0, false);
+    }
+    b.1 += 1;
+    if b.1 <= limit {
+        return true;
+    }
+    if !b.2 {
+        b.2 = true;
+        let _ = s.emit("error", &json!({ "message": "Too many events", "code": "rate_limited", "event": event }));
+    }
+    false
+}
+
+async fn join_project(s: SocketRef, ack: AckSender, data: Option<Value>, state: AppState, rt: Arc<Realtime>) {
+    const EVENT: &str = "join:project";
+    let Some(project_id) = project_id_of(data.as_ref()) else { return invalid(&s, ack, EVENT) };
+    let Some(user) = s.extensions.get::<SocketUser>() else { return invalid(&s, ack, EVENT) };
+    let r = room(&project_id);
+    let already = s.rooms().iter().any(|x| x == r.as_str());
+    if !already && s.rooms().iter().filter(|x| x.starts_with("project:")).count() >= MAX_ROOMS {
+        return error_event(&s, ack, "Too many projects joined", "too_many_rooms", EVENT);
+    }
+    let store = state.store();
+    let project = match store.get_project(&project_id).await {
+        Ok(p) => p,
+        Err(_) => return error_event(&s, ack, "Error joining project", "store_unavailable", EVENT),
+    };
+    // The stored user decides (auth.md §1): membership as the REST routes test it, a foreign project answered
+    // like a missing one.
+    let stored = match store.get_user(&user.id).await {
+        Ok(Some(u)) if u.is_active => u,
+        Ok(_) => return error_event(&s, ack, "Project not found", "project_not_found", EVENT),
+        Err(_) => return error_event(&s, ack, "Error joining project", "store_unavailable", EVENT),
+    };
+    let Some(project) = project.filter(|p| access::is_member(p, &stored)) else {
+        return error_event(&s, ack, "Project not found", "project_not_found", EVENT);
+    };
+    s.join(r.clone());
+    let changed = rt.presence.join(&project.id, &s.id.to_string(), &user.id, &user.name, &time::now());
+    let list = rt.presence.list(&project.id);
+    if changed {
+        let _ = rt.io.to(r).emit("presence:update", &list).await;
+    } else {
+        let _ = s.emit("presence:update", &list);
+    }
+    let _ = ack.send(&json!({ "success": true, "projectId": project.id }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::project_id_of;
+    use serde_json::json;
+
+    #[test]
+    fn project_ids_are_validated() {
+        assert_eq!(project_id_of(Some(&json!({"projectId": "abc-1_2"}))).as_deref(), Some("abc-1_2"));
+        for bad in [
+            json!(null),
+            json!([]),
+            json!("x"),
+            json!({}),
+            json!({"projectId": ""}),
+            json!({"projectId": 1}),
+            json!({"projectId": "a/b"}),
+            json!({"projectId": "x".repeat(129)}),
+        ] {
+            assert_eq!(project_id_of(Some(&bad)), None, "{bad}");
+        }
+        assert_eq!(project_id_of(None), None);
+    }
+}

@@ -1,0 +1,636 @@
+//! `Store` for PostgreSQL. Each method mirrors the JSON store's (`store/json/store_impl.rs`): the same domain
+//! functions, the same checks in the same order, the same errors. Writes are one transaction each; project-scoped
+//! writes first lock and load the project (one statement), decide in memory with `crate::domain::ops`, then write
+//! only the rows that changed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::ids::{storage_id, Entity};
+use super::mapping::{self, ActivityRow, FileRow, ProjectRow, TeamRow, UserRow};
+use super::rows;
+use super::PostgresStore;
+use crate::domain::model::progress_of;
+use crate::domain::ops::{
+    self, FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
+};
+use crate::domain::{time, Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
+use crate::store::{ActivityPage, ActivityQuery, Store, StoreError, StoreResult, UserPatch};
+
+const PROJECT_NOT_FOUND: StoreError = StoreError::NotFound { code: "project_not_found" };
+const TASK_NOT_FOUND: StoreError = StoreError::NotFound { code: "task_not_found" };
+const MILESTONE_NOT_FOUND: StoreError = StoreError::NotFound { code: "milestone_not_found" };
+const FILE_NOT_FOUND: StoreError = StoreError::NotFound { code: "file_not_found" };
+const USER_NOT_FOUND: StoreError = StoreError::NotFound { code: "user_not_found" };
+
+/// `ops::add_member` already refuses a user who belongs to the project; this is the same answer for the one case
+/// it cannot see (two legacy entries resolving to one account).
+const ALREADY_MEMBER: Rejection =
+    Rejection { status: 409, code: "already_member", message: "User is already a member of this project" };
+
+fn email_taken() -> StoreError {
+    StoreError::Conflict { code: "email_taken", message: "Email already registered".into() }
+}
+
+fn map_err(e: mapping::MapError) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+/// A project loaded (and locked) inside a write transaction: the rows, for storage ids and positions, and the
+/// record the domain functions work on.
+struct Loaded {
+    row: ProjectRow,
+    project: Project,
+}
+
+impl Loaded {
+    fn id(&self) -> Uuid {
+        self.row.header.id
+    }
+
+    /// New tasks and milestones go after every existing one (http-api.md §1.11), whatever gaps deletes left.
+    fn next_task_position(&self) -> i32 {
+        self.row.tasks.0.iter().map(|t| t.position).max().map_or(0, |m| m + 1)
+    }
+
+    fn next_member_position(&self) -> i32 {
+        self.row.members.0.iter().map(|m| m.position).max().map_or(0, |m| m + 1)
+    }
+
+    fn next_milestone_index(&self) -> i32 {
+        self.row.milestones.0.iter().map(|m| m.order_index).max().map_or(0, |m| m + 1)
+    }
+}
+
+impl PostgresStore {
+    /// Locks the project row, then loads the project with everything it embeds (two statements: see
+    /// `rows::LOCK_PROJECT` for why not one).
+    async fn lock_project(&self, conn: &mut PgConnection, id: &str) -> StoreResult<Loaded> {
+        let id = storage_id(Entity::Project, id);
+        let locked =
+            sqlx::query(rows::LOCK_PROJECT).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
+        if locked.is_none() {
+            return Err(PROJECT_NOT_FOUND);
+        }
+        let row: Option<ProjectRow> =
+            sqlx::query_as(rows::PROJECT_BY_ID).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
+        let row = row.ok_or(PROJECT_NOT_FOUND)?;
+        let project = self.translate_in(Some(conn), |ids| mapping::project_from_row(&row, ids)).await?;
+        Ok(Loaded { row, project })
+    }
+
+    async fn insert_activity(&self, conn: &mut PgConnection, a: &Activity, entity: Option<Uuid>) -> StoreResult<()> {
+        let row = mapping::activity_to_row(a, entity).map_err(map_err)?;
+        rows::insert_activity(conn, &row).await.map_err(|e| self.err(e))
+    }
+
+    /// The JSON store recomputes a project's stored `progress` whenever it rewrites the project or its tasks; so
+    /// do we, writing only when the value changes.
+    async fn sync_progress(&self, conn: &mut PgConnection, loaded: &Loaded, tasks: &[Task]) -> StoreResult<()> {
+        let progress = progress_of(tasks);
+        if progress == i64::from(loaded.row.header.progress) {
+            return Ok(());
+        }
+        sqlx::query(rows::SET_PROGRESS)
+            .bind(loaded.id())
+            .bind(progress as i16)
+            .execute(conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn users_from(&self, rows: Vec<UserRow>) -> StoreResult<Vec<User>> {
+        self.translate(|ids| rows.iter().map(|r| mapping::user_from_row(r, ids)).collect()).await
+    }
+
+    async fn user_from(&self, conn: Option<&mut PgConnection>, row: Option<UserRow>) -> StoreResult<Option<User>> {
+        match row {
+            None => Ok(None),
+            Some(r) => self.translate_in(conn, |ids| Some(mapping::user_from_row(&r, ids))).await,
+        }
+    }
+
+    async fn file_from(&self, conn: Option<&mut PgConnection>, row: FileRow) -> StoreResult<FileRecord> {
+        self.translate_in(conn, |ids| mapping::file_from_row(&row, ids)).await
+    }
+
+    /// Login lookup on an open connection (also used to resolve members stored by e-mail).
+    pub(crate) async fn find_user_by_email(
+        &self,
+        conn: &mut PgConnection,
+        email: &str,
+    ) -> StoreResult<Option<UserRow>> {
+        let exact: Option<UserRow> = sqlx::query_as(rows::USER_BY_EMAIL)
+            .bind(email)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if exact.is_some() {
+            return Ok(exact);
+        }
+        let lower = email.to_lowercase();
+        let candidates: Vec<UserRow> =
+            sqlx::query_as(rows::USERS_BY_EMAIL_CI).bind(email).fetch_all(&mut *conn).await.map_err(|e| self.err(e))?;
+        let mut matches = candidates.into_iter().filter(|u| u.email.to_lowercase() == lower);
+        let first = matches.next();
+        Ok(if matches.next().is_none() { first } else { None })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(rows::USER_BY_ID)
+            .bind(storage_id(Entity::User, id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.user_from(None, row).await
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        let row = self.find_user_by_email(&mut conn, email).await?;
+        drop(conn);
+        self.user_from(None, row).await
+    }
+
+    async fn get_user_by_google_id(&self, google_id: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(rows::USER_BY_GOOGLE_ID)
+            .bind(google_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.user_from(None, row).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows: Vec<UserRow> =
+            sqlx::query_as(rows::LIST_USERS).fetch_all(self.read_pool()).await.map_err(|e| self.err(e))?;
+        self.users_from(rows).await
+    }
+
+    async fn insert_user(&self, user: User) -> StoreResult<User> {
+        let row = mapping::user_to_row(&user).map_err(map_err)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // The unique index is byte-exact; addresses that differ only in case are serialised by this lock and then
+        // refused by the check below, as the JSON store's single writer does.
+        let lower = user.email.to_lowercase();
+        sqlx::query(rows::EMAIL_LOCK)
+            .bind(format!("fluxstudio:user-email:{lower}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let clashes: Vec<(Uuid, String)> = sqlx::query_as(rows::USER_CLASHES)
+            .bind(row.id)
+            .bind(&user.email)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        if clashes.iter().any(|(id, email)| *id == row.id || email.to_lowercase() == lower) {
+            return Err(email_taken());
+        }
+        self.record_ids(&mut tx, &[(Entity::User, &user.id)]).await?;
+        rows::insert_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.remember_ids(&[(Entity::User, &user.id)]);
+        Ok(user)
+    }
+
+    async fn update_user(&self, id: &str, patch: UserPatch) -> StoreResult<User> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let row: Option<UserRow> = sqlx::query_as(rows::USER_BY_ID_FOR_UPDATE)
+            .bind(storage_id(Entity::User, id))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut u = self.user_from(Some(&mut tx), row).await?.ok_or(USER_NOT_FOUND)?;
+        if let Some(v) = patch.user_type {
+            u.user_type = v;
+        }
+        if let Some(v) = patch.password {
+            u.password = v;
+        }
+        if let Some(v) = patch.google_id {
+            u.google_id = v;
+        }
+        if let Some(v) = patch.oauth_provider {
+            u.oauth_provider = v;
+        }
+        if let Some(v) = patch.is_active {
+            u.is_active = v;
+        }
+        if patch.touch_updated_at {
+            u.updated_at = Some(time::now());
+        }
+        let row = mapping::user_to_row(&u).map_err(map_err)?;
+        rows::update_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(u)
+    }
+
+    async fn get_team(&self, id: &str) -> StoreResult<Option<Team>> {
+        let row: Option<TeamRow> = sqlx::query_as(rows::TEAM_BY_ID)
+            .bind(storage_id(Entity::Team, id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            None => Ok(None),
+            Some(r) => self.translate(|ids| Some(mapping::team_from_row(&r, ids))).await,
+        }
+    }
+
+    async fn list_teams_for(&self, user: &User) -> StoreResult<Vec<Team>> {
+        let rows: Vec<TeamRow> = sqlx::query_as(rows::TEAMS_FOR_USER)
+            .bind(storage_id(Entity::User, &user.id))
+            .fetch_all(self.read_pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        self.translate(|ids| rows.iter().map(|r| mapping::team_from_row(r, ids)).collect()).await
+    }
+
+    async fn insert_team(&self, team: Team) -> StoreResult<Team> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        self.write_team(&mut tx, &team).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.remember_ids(&[(Entity::Team, &team.id)]);
+        Ok(team)
+    }
+
+    async fn list_projects_for(&self, user: &User) -> StoreResult<Vec<Arc<Project>>> {
+        let rows: Vec<ProjectRow> = sqlx::query_as(rows::PROJECTS_FOR_USER)
+            .bind(storage_id(Entity::User, &user.id))
+            .fetch_all(self.read_pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        self.translate(|ids| rows.iter().map(|r| Arc::new(mapping::project_from_row(r, ids))).collect()).await
+    }
+
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Arc<Project>>> {
+        let row: Option<ProjectRow> = sqlx::query_as(rows::PROJECT_BY_ID)
+            .bind(storage_id(Entity::Project, id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            None => Ok(None),
+            Some(r) => self.translate(|ids| Some(Arc::new(mapping::project_from_row(&r, ids)))).await,
+        }
+    }
+
+    async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>> {
+        let project = ops::build_project(input, actor);
+        let header = mapping::project_to_header(&project).map_err(map_err)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        rows::insert_project(&mut tx, &header).await.map_err(|e| self.err(e))?;
+        for (i, m) in project.members.iter().enumerate() {
+            let row = mapping::member_to_row("project", &project.id, m, i as i32, storage_id(Entity::User, &m.user_id))
+                .map_err(map_err)?;
+            rows::insert_member(&mut tx, header.id, &row).await.map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Arc::new(project))
+    }
+
+    async fn update_project(&self, id: &str, patch: ProjectPatch) -> StoreResult<Arc<Project>> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, id).await?;
+        let mut p = loaded.project.clone();
+        ops::apply_project_patch(&mut p, patch);
+        // Returned as the patch left it; stored with the progress recomputed, as the JSON store's PutProject does.
+        let mut stored = p.clone();
+        stored.progress = progress_of(&p.tasks);
+        let header = mapping::project_to_header(&stored).map_err(map_err)?;
+        rows::update_project(&mut tx, &header).await.map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Arc::new(p))
+    }
+
+    async fn delete_project(&self, id: &str) -> StoreResult<()> {
+        // Members, tasks, milestones and activities go with it (`on delete cascade`); one statement, one
+        // transaction.
+        let done = sqlx::query(rows::DELETE_PROJECT)
+            .bind(storage_id(Entity::Project, id))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if done.rows_affected() == 0 {
+            return Err(PROJECT_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)> {
+        let task = ops::build_task(input, actor);
+        let activity = ops::task_created_activity(project_id, &task, actor);
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let row = mapping::task_to_row(&task, loaded.next_task_position()).map_err(map_err)?;
+        rows::insert_task(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &activity, None).await?;
+        let mut tasks = loaded.project.tasks.clone();
+        tasks.push(task.clone());
+        self.sync_progress(&mut tx, &loaded, &tasks).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((task, activity))
+    }
+
+    async fn update_task(
+        &self,
+        project_id: &str,
+        task_id: &str,
+        patch: TaskPatch,
+        actor: &Actor,
+    ) -> StoreResult<(Task, Activity)> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let pos = loaded.project.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
+        let mut task = loaded.project.tasks[pos].clone();
+        let activity = ops::apply_task_patch(project_id, &mut task, patch, actor);
+        let row = mapping::task_to_row(&task, loaded.row.tasks.0[pos].position).map_err(map_err)?;
+        rows::update_task(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &activity, None).await?;
+        let mut tasks = loaded.project.tasks.clone();
+        tasks[pos] = task.clone();
+        self.sync_progress(&mut tx, &loaded, &tasks).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((task, activity))
+    }
+
+    async fn delete_task(&self, project_id: &str, task_id: &str, actor: &Actor) -> StoreResult<Activity> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let pos = loaded.project.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
+        let activity = ops::task_deleted_activity(project_id, &loaded.project.tasks[pos], actor);
+        sqlx::query(rows::DELETE_TASK)
+            .bind(loaded.row.tasks.0[pos].id)
+            .bind(loaded.id())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &activity, None).await?;
+        let mut tasks = loaded.project.tasks.clone();
+        tasks.remove(pos);
+        self.sync_progress(&mut tx, &loaded, &tasks).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(activity)
+    }
+
+    async fn add_member(
+        &self,
+        project_id: &str,
+        user: &User,
+        role: &str,
+        actor: &Actor,
+    ) -> StoreResult<(Member, Activity)> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let (_, member, act) = ops::add_member(&loaded.project, user, role, actor).map_err(StoreError::Rejected)?;
+        let user_id = storage_id(Entity::User, &user.id);
+        let row = mapping::member_to_row("project", project_id, &member, loaded.next_member_position(), user_id)
+            .map_err(map_err)?;
+        if let Err(e) = rows::insert_member(&mut tx, loaded.id(), &row).await {
+            let duplicate = matches!(&e, sqlx::Error::Database(db)
+                if db.constraint() == Some("project_members_project_user_key"));
+            return Err(if duplicate { StoreError::Rejected(ALREADY_MEMBER) } else { self.err(e) });
+        }
+        self.insert_activity(&mut tx, &act, Some(user_id)).await?;
+        self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((member, act))
+    }
+
+    async fn update_member_role(
+        &self,
+        project_id: &str,
+        entry: &str,
+        label: &str,
+        role: &str,
+        caller_is_owner: bool,
+        actor: &Actor,
+    ) -> StoreResult<(Member, Option<Activity>)> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let (_, member, act) = ops::set_member_role(&loaded.project, entry, label, role, caller_is_owner, actor)
+            .map_err(StoreError::Rejected)?;
+        let Some(act) = act else {
+            // Nothing changed: nothing is written (the JSON store journals nothing either).
+            return Ok((member, None));
+        };
+        // `set_member_role` found the entry the same way; its row is at the same index.
+        let idx = loaded
+            .project
+            .members
+            .iter()
+            .position(|m| m.user_id == entry)
+            .ok_or(StoreError::Other("member entry vanished inside the transaction".into()))?;
+        let user_id = loaded.row.members.0[idx].user_id;
+        sqlx::query(rows::SET_MEMBER_ROLE)
+            .bind(loaded.id())
+            .bind(user_id)
+            .bind(role)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &act, Some(user_id)).await?;
+        self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((member, Some(act)))
+    }
+
+    async fn remove_member(
+        &self,
+        project_id: &str,
+        entry: &str,
+        label: &str,
+        caller_is_owner: bool,
+        actor: &Actor,
+    ) -> StoreResult<Activity> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let (_, act) =
+            ops::remove_member(&loaded.project, entry, label, caller_is_owner, actor).map_err(StoreError::Rejected)?;
+        let idx = loaded
+            .project
+            .members
+            .iter()
+            .position(|m| m.user_id == entry)
+            .ok_or(StoreError::Other("member entry vanished inside the transaction".into()))?;
+        let user_id = loaded.row.members.0[idx].user_id;
+        sqlx::query(rows::DELETE_MEMBER)
+            .bind(loaded.id())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &act, Some(user_id)).await?;
+        self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(act)
+    }
+
+    async fn insert_milestone(
+        &self,
+        project_id: &str,
+        input: NewMilestone,
+        actor: &Actor,
+    ) -> StoreResult<(Milestone, Activity)> {
+        let m = ops::build_milestone(input, actor);
+        let act = ops::milestone_created_activity(project_id, &m, actor);
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let row = mapping::milestone_to_row(&m, loaded.next_milestone_index()).map_err(map_err)?;
+        rows::insert_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &act, None).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((m, act))
+    }
+
+    async fn update_milestone(
+        &self,
+        project_id: &str,
+        milestone_id: &str,
+        patch: MilestonePatch,
+        actor: &Actor,
+    ) -> StoreResult<(Milestone, Activity)> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let pos = loaded.project.milestones.iter().position(|m| m.id == milestone_id).ok_or(MILESTONE_NOT_FOUND)?;
+        let mut m = loaded.project.milestones[pos].clone();
+        let act = ops::apply_milestone_patch(project_id, &mut m, patch, actor);
+        let row = mapping::milestone_to_row(&m, loaded.row.milestones.0[pos].order_index).map_err(map_err)?;
+        rows::update_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &act, None).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((m, act))
+    }
+
+    async fn insert_files(&self, files: Vec<FileRecord>) -> StoreResult<Vec<FileRecord>> {
+        let rows = files.iter().map(mapping::file_to_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for (f, row) in files.iter().zip(&rows) {
+            self.record_ids(&mut tx, &[(Entity::File, &f.id)]).await?;
+            rows::upsert_file(&mut tx, row).await.map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.remember_ids(&files.iter().map(|f| (Entity::File, f.id.as_str())).collect::<Vec<_>>());
+        Ok(files)
+    }
+
+    async fn list_files_for(&self, uploader: &str, project_id: Option<&str>) -> StoreResult<Vec<FileRecord>> {
+        let rows: Vec<FileRow> = sqlx::query_as(rows::FILES_FOR_UPLOADER)
+            .bind(storage_id(Entity::User, uploader))
+            .bind(project_id.map(|p| storage_id(Entity::Project, p)))
+            .fetch_all(self.read_pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        self.translate(|ids| rows.iter().map(|r| mapping::file_from_row(r, ids)).collect()).await
+    }
+
+    async fn get_file(&self, id: &str) -> StoreResult<Option<FileRecord>> {
+        let row: Option<FileRow> = sqlx::query_as(rows::FILE_BY_ID)
+            .bind(storage_id(Entity::File, id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            None => Ok(None),
+            Some(r) => self.file_from(None, r).await.map(Some),
+        }
+    }
+
+    async fn update_file(&self, id: &str, patch: FilePatch) -> StoreResult<FileRecord> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let row: Option<FileRow> = sqlx::query_as(rows::FILE_BY_ID_FOR_UPDATE)
+            .bind(storage_id(Entity::File, id))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut f = self.file_from(Some(&mut tx), row.ok_or(FILE_NOT_FOUND)?).await?;
+        if let Some(v) = patch.description {
+            f.description = v;
+        }
+        if let Some(v) = patch.tags {
+            f.tags = v;
+        }
+        if let Some(v) = patch.is_public {
+            f.is_public = v;
+        }
+        f.updated_at = Some(time::now());
+        let row = mapping::file_to_row(&f).map_err(map_err)?;
+        rows::upsert_file(&mut tx, &row).await.map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(f)
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<FileRecord> {
+        let row: Option<FileRow> = sqlx::query_as(rows::DELETE_FILE)
+            .bind(storage_id(Entity::File, id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.file_from(None, row.ok_or(FILE_NOT_FOUND)?).await
+    }
+
+    async fn list_activities(&self, project_id: &str, q: &ActivityQuery) -> StoreResult<ActivityPage> {
+        let bound = |d: &Option<String>| -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+            d.as_deref()
+                .map(|s| mapping::parse_ts(s).ok_or_else(|| StoreError::Other(format!("not a timestamp: {s:?}"))))
+                .transpose()
+        };
+        let (from, to) = (bound(&q.date_from)?, bound(&q.date_to)?);
+        let project = storage_id(Entity::Project, project_id);
+        let user = q.user_id.as_deref().map(|u| storage_id(Entity::User, u));
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+
+        #[derive(sqlx::FromRow)]
+        struct Paged {
+            #[sqlx(flatten)]
+            row: ActivityRow,
+            total: i64,
+        }
+        let page: Vec<Paged> = sqlx::query_as(rows::LIST_ACTIVITIES)
+            .bind(project)
+            .bind(q.kind.as_deref())
+            .bind(user)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.read_pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        let total = match page.first() {
+            Some(p) => p.total,
+            // An empty page says nothing about the total unless it started at 0 with room for rows.
+            None if offset == 0 && limit > 0 => 0,
+            None => sqlx::query_scalar(rows::COUNT_ACTIVITIES)
+                .bind(project)
+                .bind(q.kind.as_deref())
+                .bind(user)
+                .bind(from)
+                .bind(to)
+                .fetch_one(self.read_pool())
+                .await
+                .map_err(|e| self.err(e))?,
+        };
+        let activities =
+            self.translate(|ids| page.iter().map(|p| mapping::activity_from_row(&p.row, ids)).collect()).await?;
+        Ok(ActivityPage { activities, total: usize::try_from(total).unwrap_or(0) })
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // Every acknowledged write is a committed transaction already.
+        Ok(())
+    }
+}
