@@ -59,6 +59,8 @@ command -v python3 >/dev/null || die "python3 is needed (gen-legacy and the API 
 
 log "building the release binary (cargo build --release --locked)"
 cargo build --release --locked
+# Which source the figures belong to (a dirty tree is measured as it is).
+REVISION=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/fluxstudio"
 [ -x "$BIN" ] || die "no binary at $BIN"
 
@@ -105,8 +107,14 @@ stop_server() {
     wait "$pid" 2>/dev/null || true
 }
 
-# status_kib PID FIELD: a /proc/PID/status field (VmRSS = now, VmHWM = peak since start) in KiB.
-status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+# status_kib PID FIELD...: /proc/PID/status fields (VmRSS = now, VmHWM = peak since start) in KiB, one line,
+# all from one read of the file.
+status_kib() {
+    local pid=$1
+    shift
+    awk -v want="$*" 'BEGIN { n = split(want, w, " ") } { v[$1] = $2 }
+        END { for (i = 1; i <= n; i++) printf "%s%s", v[w[i] ":"], (i < n ? " " : "\n") }' "/proc/$pid/status"
+}
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # cpu_ticks PID: user + system CPU time of the whole process (all threads), in clock ticks. The fields after
@@ -167,8 +175,7 @@ log "phase 0: idle server on an empty data dir"
 mkdir "$SCRATCH/empty"
 start_server "$SCRATCH/empty" empty
 sleep 1
-IDLE_RSS=$(status_kib "$SERVER_PID" VmRSS)
-IDLE_HWM=$(status_kib "$SERVER_PID" VmHWM)
+read -r IDLE_RSS IDLE_HWM < <(status_kib "$SERVER_PID" VmRSS VmHWM)
 stop_server "$SERVER_PID"
 log "idle RSS $(mib "$IDLE_RSS") MiB (peak $(mib "$IDLE_HWM") MiB)"
 
@@ -189,8 +196,7 @@ t0=$(date +%s.%N)
 start_server "$DATA" loaded
 STARTUP_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 sleep 1
-LOADED_RSS=$(status_kib "$SERVER_PID" VmRSS)
-LOADED_HWM=$(status_kib "$SERVER_PID" VmHWM)
+read -r LOADED_RSS LOADED_HWM < <(status_kib "$SERVER_PID" VmRSS VmHWM)
 log "listening at $BASE_URL after ${STARTUP_S}s; RSS $(mib "$LOADED_RSS") MiB (peak while loading $(mib "$LOADED_HWM") MiB)"
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,13 +261,11 @@ AUTH="Authorization: Bearer $TOKEN"
 log "phase 1: GET /api/projects/$GET_PROJECT/tasks (2 s warm-up, then $DURATION at $CONNECTIONS connections)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H "$AUTH" "$BASE_URL/api/projects/$GET_PROJECT/tasks" >/dev/null
 run_wrk GET "$BASE_URL/api/projects/$GET_PROJECT/tasks" -H "$AUTH"
-GET_HWM=$(status_kib "$SERVER_PID" VmHWM)
-GET_RSS=$(status_kib "$SERVER_PID" VmRSS)
+read -r GET_RSS GET_HWM < <(status_kib "$SERVER_PID" VmRSS VmHWM)
 
 log "phase 2: POST /api/projects/$POST_PROJECT/tasks ($DURATION at $CONNECTIONS connections, every write fsynced)"
 run_wrk POST "$BASE_URL/api/projects/$POST_PROJECT/tasks" -H "$AUTH" -s "$ROOT/bench/post_task.lua"
-POST_HWM=$(status_kib "$SERVER_PID" VmHWM)
-POST_RSS=$(status_kib "$SERVER_PID" VmRSS)
+read -r POST_RSS POST_HWM < <(status_kib "$SERVER_PID" VmRSS VmHWM)
 
 # Every 2xx POST was acknowledged as durable, so the project must now hold that many tasks (+1 from set-up).
 STORED=$(python3 - "$BASE_URL" "$POST_PROJECT" "$TOKEN" <<'PY'
@@ -301,7 +305,7 @@ ratio=$(awk -v r="$LOADED_RSS" -v j="$JSON_KIB" 'BEGIN { printf "%.2f", r / j }'
 peak_ratio=$(awk -v r="$SHUTDOWN_HWM" -v j="$JSON_KIB" 'BEGIN { printf "%.2f", r / j }')
 cat <<EOF
 
-== Flux Studio JSON-store benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on 127.0.0.1
+== Flux Studio JSON-store benchmark, $(date -u +%Y-%m-%dT%H:%MZ), revision $REVISION, $(nproc) CPUs, wrk -t$THREADS -c$CONNECTIONS -d$DURATION on 127.0.0.1
 data set          : $USERS users, $PROJECTS projects x $TASKS_PER_PROJECT tasks; JSON files $(mib "$JSON_KIB") MiB
 idle RSS (empty)  : $(mib "$IDLE_RSS") MiB                     target < 20 MiB
 loaded RSS        : $(mib "$LOADED_RSS") MiB = ${ratio}x JSON (peak while loading $(mib "$LOADED_HWM") MiB; ready in ${STARTUP_S}s)   target <= 3x

@@ -2122,7 +2122,7 @@ pub fn fmt_duration(d: Duration) -> String {
         return "0s".to_owned();
     }
     for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -2132,7 +2132,7 @@ pub fn fmt_duration(d: Duration) -> String {
 /// The largest binary unit that divides the size exactly, else bytes.
 pub fn fmt_size(n: u64) -> String {
     for (unit, size) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n != 0 && n % size == 0 {
+        if n != 0 && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }

@@ -2,6 +2,7 @@
 //! [`Store`]; handlers and CLI commands see only this trait and domain types.
 
 pub mod json;
+pub mod postgres;
 
 use std::sync::Arc;
 
