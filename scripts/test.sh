@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): every unit and integration test, through the public HTTP API of real
-# servers on 127.0.0.1, plus the CLI binary. Tests are quiet unless TEST_LOG=1.
+# servers on 127.0.0.1, plus the CLI binary, on the JSON store and again on PostgreSQL. Tests are quiet unless
+# TEST_LOG=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d ../shared/fixtures/legacy ]; then
@@ -13,4 +14,11 @@ if ! command -v node >/dev/null 2>&1; then
   exit 2
 fi
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
-exec cargo test --locked "$@"
+# PostgreSQL for the store conformance tests (each test creates and drops its own database).
+source scripts/ensure-postgres.sh
+# Databases left by earlier runs of this suite (each server/test gets a fresh one).
+psql "$TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname like 'flux\_it\_%' or datname like 'flux\_test\_%'" 2>/dev/null |
+  while read -r db; do psql "$TEST_DATABASE_URL" -qc "drop database if exists $db with (force)" >/dev/null 2>&1 || true; done
+cargo test --locked "$@"
+# The HTTP suite once more, on the PostgreSQL store (same test bodies; JSON-file-specific tests stay on JSON).
+FLUX_TEST_STORE=postgres cargo test --locked --test it "$@" -- --skip json_only

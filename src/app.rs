@@ -22,6 +22,7 @@ use crate::realtime::Realtime;
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
+use crate::store::postgres::{PgError, PgOptions, PostgresStore};
 use crate::store::DynStore;
 
 /// The store a request uses, and the mode it belongs to. Swapped as a whole, so a request that took one slot
@@ -93,6 +94,9 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Runtime(String),
+    /// Exit 3: a schema migration failed.
+    #[error("{0}")]
+    Migration(String),
 }
 
 impl StartError {
@@ -100,8 +104,78 @@ impl StartError {
         match self {
             StartError::Config(_) => 2,
             StartError::Runtime(_) => 1,
+            StartError::Migration(_) => 3,
         }
     }
+}
+
+/// The backend a mode runs on, opened at start-up.
+enum Opened {
+    Json { store: Arc<JsonStore>, lock: DataDirLock },
+    Postgres(Arc<PostgresStore>),
+}
+
+pub fn pg_options(config: &Config) -> Option<PgOptions> {
+    let url = config.database_url.clone()?;
+    let mut o = PgOptions::new(url);
+    o.read_url = config.database_read_url.clone();
+    o.ca_cert = config.database_ca_cert.clone();
+    o.max_connections = config.db_pool.max;
+    o.min_connections = config.db_pool.min;
+    o.idle_timeout = config.db_pool.idle_timeout;
+    o.acquire_timeout = config.db_pool.acquire_timeout;
+    o.statement_timeout = config.db_pool.statement_timeout;
+    o.max_lifetime = config.db_pool.max_lifetime;
+    Some(o)
+}
+
+/// Connects and applies pending migrations. PostgreSQL being down is not fatal (configuration.md §6): the server
+/// listens, answers 503 where PostgreSQL is needed, and migrates in the background as soon as it can connect.
+pub async fn open_postgres(config: &Config) -> Result<Arc<PostgresStore>, StartError> {
+    let opts =
+        pg_options(config).ok_or_else(|| StartError::Config("the store mode needs DATABASE_URL or DB_*".into()))?;
+    let store = PostgresStore::connect(opts).await.map_err(|e| match e {
+        PgError::Unsupported(m) | PgError::InvalidUrl(m) | PgError::InvalidCaCert(m) => StartError::Config(m),
+        other => StartError::Runtime(other.to_string()),
+    })?;
+    let store = Arc::new(store);
+    match store.migrate().await {
+        Ok(report) => {
+            if !report.applied.is_empty() {
+                tracing::info!(applied = report.applied.len(), "schema migrations applied");
+            }
+        }
+        Err(PgError::Unreachable { .. }) => {
+            tracing::warn!("PostgreSQL unreachable at start-up; schema migrations will run once it answers");
+            let s = store.clone();
+            // sqlx's migrator future is not provably `Send` for every lifetime (it borrows a connection through a
+            // generic `Acquire`), so the retry loop gets a thread and a small runtime of its own.
+            let spawned = std::thread::Builder::new().name("pg-migrate-retry".into()).spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        match s.migrate().await {
+                            Ok(_) => {
+                                tracing::info!("PostgreSQL reachable; schema is current");
+                                break;
+                            }
+                            Err(PgError::Unreachable { .. }) => continue,
+                            Err(e) => {
+                                tracing::error!(error = %e, "schema migration failed after PostgreSQL came back");
+                                break;
+                            }
+                        }
+                    }
+                });
+            });
+            if let Err(e) = spawned {
+                return Err(StartError::Runtime(format!("cannot start the migration retry thread: {e}")));
+            }
+        }
+        Err(e) => return Err(StartError::Migration(format!("schema migration failed: {e}"))),
+    }
+    Ok(store)
 }
 
 pub struct ServerOptions {
@@ -122,13 +196,14 @@ pub struct Server {
     /// The separate `/metrics` listener's address, when `FLUX_METRICS_ADDR` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
-    json: Arc<JsonStore>,
+    json: Option<Arc<JsonStore>>,
+    postgres: Option<Arc<PostgresStore>>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     metrics_http: Option<JoinHandle<std::io::Result<()>>>,
     control: Option<JoinHandle<()>>,
     control_path: PathBuf,
-    _lock: DataDirLock,
+    _lock: Option<DataDirLock>,
 }
 
 /// Opens the data dir (lock, journal replay), binds the listener and starts serving.
@@ -140,24 +215,39 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.upload_dir).map_err(|e| {
         StartError::Config(format!("FLUX_UPLOAD_DIR={}: cannot create: {e}", config.upload_dir.display()))
     })?;
-    let lock = DataDirLock::acquire(&data_dir).map_err(|e| StartError::Config(e.to_string()))?;
-
-    let mut json_opts = JsonOptions::new(&data_dir);
-    json_opts.compact_bytes = config.json_compact_bytes;
-    json_opts.compact_seconds = config.json_compact_seconds;
-    json_opts.fs = opts.json_fs;
-    let json = tokio::task::spawn_blocking(move || JsonStore::open(json_opts))
-        .await
-        .map_err(|e| StartError::Runtime(e.to_string()))?
-        .map_err(|e| StartError::Config(format!("cannot open the JSON store: {e}")))?;
-    let json = Arc::new(json);
+    // json keeps its single-instance lock; postgres is the only mode where several instances share a deployment.
+    let opened = match config.store_mode {
+        StoreMode::Postgres => Opened::Postgres(open_postgres(&config).await?),
+        _ => {
+            let lock = DataDirLock::acquire(&data_dir).map_err(|e| StartError::Config(e.to_string()))?;
+            let mut json_opts = JsonOptions::new(&data_dir);
+            json_opts.compact_bytes = config.json_compact_bytes;
+            json_opts.compact_seconds = config.json_compact_seconds;
+            json_opts.fs = opts.json_fs;
+            let json = tokio::task::spawn_blocking(move || JsonStore::open(json_opts))
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))?
+                .map_err(|e| StartError::Config(format!("cannot open the JSON store: {e}")))?;
+            Opened::Json { store: Arc::new(json), lock }
+        }
+    };
 
     let cost = config.bcrypt_cost;
     let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost))
         .await
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     let (socket_layer, realtime) = crate::realtime::layer(&config);
-    json.set_event_sink(crate::realtime::event_pipeline(realtime.clone()));
+    let sink = crate::realtime::event_pipeline(realtime.clone());
+    let (store, json, postgres, lock): (DynStore, _, _, _) = match opened {
+        Opened::Json { store, lock } => {
+            store.set_event_sink(sink);
+            (store.clone(), Some(store), None, Some(lock))
+        }
+        Opened::Postgres(store) => {
+            store.set_event_sink(sink);
+            (store.clone(), None, Some(store), None)
+        }
+    };
     let state = AppState(Arc::new(Inner {
         realtime: realtime.clone(),
         jwt: Jwt::new(&opts.jwt_secret),
@@ -165,7 +255,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
         started: Instant::now(),
         limits: RateLimits::from_config(&config),
-        slot: ArcSwap::from_pointee(StoreSlot { store: json.clone(), mode: StoreMode::Json }),
+        slot: ArcSwap::from_pointee(StoreSlot { store, mode: config.store_mode }),
         draining: AtomicBool::new(false),
         config: config.clone(),
     }));
@@ -218,19 +308,27 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         })
     });
 
+    // The control socket belongs to the process that owns the data dir; in postgres mode CLI commands talk to
+    // the database directly.
     let control_path = data_dir.join(".control.sock");
-    let control = crate::control::serve(&control_path, state.clone(), shutdown_rx)
-        .map_err(|e| StartError::Runtime(format!("control socket {}: {e}", control_path.display())))?;
+    let control = match json {
+        Some(_) => Some(
+            crate::control::serve(&control_path, state.clone(), shutdown_rx)
+                .map_err(|e| StartError::Runtime(format!("control socket {}: {e}", control_path.display())))?,
+        ),
+        None => None,
+    };
 
     Ok(Server {
         addr,
         metrics_addr,
         state,
         json,
+        postgres,
         shutdown_tx,
         http,
         metrics_http,
-        control: Some(control),
+        control,
         control_path,
         _lock: lock,
     })
@@ -258,11 +356,24 @@ impl Server {
         if let Some(c) = self.control.take() {
             c.abort();
         }
-        let _ = std::fs::remove_file(&self.control_path);
-        self.json.close().await.map_err(|e| e.to_string())
+        if let Some(pg) = &self.postgres {
+            pg.close().await;
+        }
+        match &self.json {
+            Some(json) => {
+                let _ = std::fs::remove_file(&self.control_path);
+                json.close().await.map_err(|e| e.to_string())
+            }
+            None => Ok(()),
+        }
     }
 
+    /// The JSON store of a json-mode server (tests reach its fault seam and compaction through it).
     pub fn json_store(&self) -> &Arc<JsonStore> {
-        &self.json
+        self.json.as_ref().expect("json_store() on a server that does not run the JSON store")
+    }
+
+    pub fn postgres_store(&self) -> Option<&Arc<PostgresStore>> {
+        self.postgres.as_ref()
     }
 }

@@ -71,6 +71,9 @@ pub enum Command {
     /// Manage user accounts
     #[command(subcommand)]
     User(UserCommand),
+    /// PostgreSQL: check the connection and schema, apply migrations
+    #[command(subcommand)]
+    Db(DbCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -296,4 +299,21 @@ pub enum UserCommand {
     Disable { email: String },
     /// Enable the account again
     Enable { email: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Connect, print server version, latency, TLS, schema version, the seed's 21 indexes and pool settings;
+    /// exit 0 only when reachable and current (1 not current, 3 unreachable)
+    Check {
+        /// Print one JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply pending schema migrations (idempotent, safe with concurrent starts)
+    Migrate {
+        /// List what would run without applying it
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

@@ -62,7 +62,7 @@ impl fmt::Display for StoreMode {
 
 /// The modes this version can run; the others are parsed and validated but refused by
 /// [`parse_args`].
-pub const AVAILABLE_STORE_MODES: &[StoreMode] = &[StoreMode::Json];
+pub const AVAILABLE_STORE_MODES: &[StoreMode] = &[StoreMode::Json, StoreMode::Postgres];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -2316,8 +2316,8 @@ mod tests {
         // true/true -> dual-postgres; true/false -> postgres.
         let e = err(&[], &[("USE_POSTGRES", "True"), ("DUAL_WRITE_ENABLED", "TRUE"), db]);
         assert!(e.contains("'dual-postgres' is not available yet"), "{e}");
-        let e = err(&[], &[("USE_POSTGRES", "1"), ("DUAL_WRITE_ENABLED", "0"), db]);
-        assert!(e.contains("'postgres' is not available yet"), "{e}");
+        let c = cfg(&[], &[("USE_POSTGRES", "1"), ("DUAL_WRITE_ENABLED", "0"), db]);
+        assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::Postgres, Source::LegacyPair));
         // A missing member takes the legacy default: USE_POSTGRES false, DUAL_WRITE_ENABLED true.
         let c = cfg(&[], &[("DUAL_WRITE_ENABLED", "true")]);
         assert!(c.warnings.iter().any(|w| w.contains("USE_POSTGRES unset (legacy default false)")));
@@ -2353,18 +2353,21 @@ mod tests {
     fn non_json_modes_are_refused_naming_their_source() {
         let db = ("DATABASE_URL", "postgres://flux@localhost/flux");
         assert_eq!(
-            err(&[], &[("FLUX_STORE", "postgres"), db]),
-            "FLUX_STORE=postgres: store mode 'postgres' is not available yet in this version (only 'json')"
+            err(&[], &[("FLUX_STORE", "dual-json"), db]),
+            "FLUX_STORE=dual-json: store mode 'dual-json' is not available yet in this version (only 'json', 'postgres')"
         );
+        assert_eq!(cfg(&[], &[("FLUX_STORE", "postgres"), db]).store_mode, StoreMode::Postgres);
+        // postgres needs a database.
+        assert!(err(&[], &[("FLUX_STORE", "postgres")]).contains("needs PostgreSQL"));
         let e = err(&["--store", "dual-json"], &[db]);
         assert!(e.starts_with("--store=dual-json: store mode 'dual-json' is not available yet"), "{e}");
         // Refused even without a database: availability is the first reason given.
         let e = err(&[], &[("FLUX_STORE", "dual-postgres")]);
         assert!(e.contains("not available yet"), "{e}");
         let dir = tempfile::tempdir().unwrap();
-        let file = write_env(&dir, "FLUX_STORE=postgres\n");
+        let file = write_env(&dir, "FLUX_STORE=dual-postgres\n");
         let e = err_of(run(&["--env-file", &file], &[db]));
-        assert!(e.starts_with("FLUX_STORE=postgres: store mode 'postgres' is not available yet"), "{e}");
+        assert!(e.starts_with("FLUX_STORE=dual-postgres: store mode 'dual-postgres' is not available yet"), "{e}");
         assert!(e.contains(&file), "{e}");
         assert_eq!(
             err(&[], &[("FLUX_STORE", "mongo")]),

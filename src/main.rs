@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use fluxstudio::app::{self, ServerOptions};
 use fluxstudio::auth::password::Passwords;
-use fluxstudio::cli::{Command, ServeArgs, UserCommand};
-use fluxstudio::config::{self, Config};
+use fluxstudio::cli::{Command, DbCommand, ServeArgs, UserCommand};
+use fluxstudio::config::{self, Config, StoreMode};
 use fluxstudio::store::json::lock::DataDirLock;
 use fluxstudio::store::json::{JsonOptions, JsonStore};
+use fluxstudio::store::postgres::{PgError, PostgresStore};
 use fluxstudio::store::DynStore;
 use fluxstudio::usercmd::{self, UserRequest};
 use fluxstudio::{control, telemetry};
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
             None => serve(cfg, ServeArgs::default()).await,
             Some(Command::Serve(args)) => serve(cfg, args).await,
             Some(Command::User(cmd)) => user(cfg, cmd).await,
+            Some(Command::Db(cmd)) => db(cfg, cmd).await,
         }
     });
     ExitCode::from(code as u8)
@@ -141,7 +143,15 @@ async fn user(cfg: Config, cmd: UserCommand) -> i32 {
             return 2;
         }
     };
-    let reply = if DataDirLock::is_held(&cfg.data_dir) {
+    let reply = if cfg.store_mode == StoreMode::Postgres {
+        match run_on_postgres(&cfg, request).await {
+            Ok(r) => r,
+            Err((code, e)) => {
+                eprintln!("fluxstudio: {e}");
+                return code;
+            }
+        }
+    } else if DataDirLock::is_held(&cfg.data_dir) {
         match control::send_user(&cfg.data_dir.join(".control.sock"), &request).await {
             Ok(r) => r,
             Err(e) => {
@@ -182,6 +192,113 @@ fn build_user_request(cmd: UserCommand) -> Result<UserRequest, String> {
         }
         UserCommand::Disable { email } => UserRequest::Disable { email },
         UserCommand::Enable { email } => UserRequest::Enable { email },
+    })
+}
+
+/// postgres mode: operator commands write to the database directly (several servers may share it).
+async fn run_on_postgres(cfg: &Config, request: UserRequest) -> Result<usercmd::UserReply, (i32, String)> {
+    let store = app::open_postgres(cfg).await.map_err(|e| (e.exit_code().max(2), e.to_string()))?;
+    let cost = cfg.bcrypt_cost;
+    let passwords =
+        Arc::new(tokio::task::spawn_blocking(move || Passwords::new(cost)).await.map_err(|e| (1, e.to_string()))?);
+    let dyn_store: DynStore = store.clone();
+    let reply = usercmd::execute(&dyn_store, &passwords, request).await;
+    store.close().await;
+    Ok(reply)
+}
+
+/// `fluxstudio db check|migrate` (cli.md §6).
+async fn db(cfg: Config, cmd: DbCommand) -> i32 {
+    let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
+    let Some(opts) = app::pg_options(&cfg) else {
+        eprintln!(
+            "fluxstudio: no database configured: set DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD)"
+        );
+        return 2;
+    };
+    let store = match PostgresStore::connect(opts).await {
+        Ok(s) => s,
+        Err(PgError::Unsupported(m)) => {
+            eprintln!("fluxstudio: {m}");
+            return if matches!(cmd, DbCommand::Check { .. }) { 1 } else { 2 };
+        }
+        Err(e) => {
+            eprintln!("fluxstudio: {e}");
+            return 2;
+        }
+    };
+    match cmd {
+        DbCommand::Check { json } => {
+            let report = store.check().await;
+            if json {
+                println!("{}", check_json(&report));
+            } else {
+                println!("{report}");
+            }
+            report.exit_code()
+        }
+        DbCommand::Migrate { dry_run: true } => match store.pending_migrations().await {
+            Ok(pending) if pending.is_empty() => {
+                println!("schema current, nothing to apply");
+                0
+            }
+            Ok(pending) => {
+                pending.iter().for_each(|m| println!("would apply {m}"));
+                0
+            }
+            Err(e) => pg_exit(e),
+        },
+        DbCommand::Migrate { dry_run: false } => match store.migrate().await {
+            Ok(r) if r.applied.is_empty() => {
+                println!("schema current, nothing to apply ({} applied)", r.total_applied);
+                0
+            }
+            Ok(r) => {
+                r.applied.iter().for_each(|m| println!("applied {m}"));
+                println!("schema current ({} applied)", r.total_applied);
+                0
+            }
+            Err(e) => pg_exit(e),
+        },
+    }
+}
+
+fn pg_exit(e: PgError) -> i32 {
+    eprintln!("fluxstudio: {e}");
+    match e {
+        PgError::Unreachable { .. } => 3,
+        PgError::Unsupported(_) | PgError::InvalidUrl(_) | PgError::InvalidCaCert(_) => 2,
+        _ => 1,
+    }
+}
+
+fn check_json(r: &fluxstudio::store::postgres::CheckReport) -> serde_json::Value {
+    let list = |v: &[fluxstudio::store::postgres::MigrationInfo]| {
+        v.iter().map(|m| serde_json::json!({"version": m.version, "description": m.description})).collect::<Vec<_>>()
+    };
+    serde_json::json!({
+        "target": r.target,
+        "reachable": r.connect_error.is_none(),
+        "connectError": r.connect_error.as_ref().map(|c| serde_json::json!({"class": format!("{:?}", c.class).to_lowercase(), "message": c.message})),
+        "serverVersionNum": r.server_version_num,
+        "unsupported": r.unsupported,
+        "latencyMs": r.latency.map(|d| d.as_secs_f64() * 1000.0),
+        "tls": r.tls,
+        "applied": list(&r.applied),
+        "pending": list(&r.pending),
+        "indexesPresent": r.indexes_present,
+        "indexesMissing": r.indexes_missing,
+        "extraIndexes": r.extra_indexes,
+        "pool": {
+            "max": r.pool.max_connections, "min": r.pool.min_connections,
+            "idleTimeoutSeconds": r.pool.idle_timeout.as_secs_f64(),
+            "acquireTimeoutSeconds": r.pool.acquire_timeout.as_secs_f64(),
+            "statementTimeoutSeconds": r.pool.statement_timeout.as_secs_f64(),
+            "maxLifetimeSeconds": r.pool.max_lifetime.as_secs_f64(),
+        },
+        "readPoolConfigured": r.read_pool_configured,
+        "error": r.error,
+        "ok": r.exit_code() == 0,
     })
 }
 

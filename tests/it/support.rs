@@ -57,9 +57,57 @@ pub fn test_config(data_dir: &Path, extra: &[&str]) -> Config {
     if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
         args.extend(["--rate-limit".to_owned(), "off".to_owned()]);
     }
+    // The conformance run (FLUX_TEST_STORE=postgres) gives every server its own fresh database.
+    if postgres_run() && !extra.iter().any(|a| a.starts_with("--store")) {
+        args.extend(["--store".to_owned(), "postgres".to_owned(), "--database-url".to_owned(), fresh_database()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let (_, cfg) = config::parse_args(args).expect("test configuration is valid");
     cfg
+}
+
+/// True in the second run of this suite, against the PostgreSQL store (scripts/test.sh).
+pub fn postgres_run() -> bool {
+    std::env::var("FLUX_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates `flux_it_<random>` on the test server and returns its URL. scripts/test.sh drops leftovers of
+/// earlier runs; a database per server keeps tests independent.
+pub fn fresh_database() -> String {
+    let name = format!("flux_it_{}", uuid::Uuid::new_v4().simple());
+    let admin = server_url();
+    let n = name.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL must be reachable for the postgres run ({admin}): {e}"));
+            // The name is generated above (hex only), never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {n}"))).execute(&mut conn).await.unwrap();
+            let _ = conn.close().await;
+        })
+    })
+    .join()
+    .expect("database created");
+    let (base, _) = admin_split(&server_url());
+    format!("{base}/{name}")
+}
+
+/// `postgres://user@host:port/db?query` → (`postgres://user@host:port`, `db?query`).
+fn admin_split(url: &str) -> (String, String) {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[scheme_end..].find('/') {
+        Some(i) => (url[..scheme_end + i].to_owned(), url[scheme_end + i + 1..].to_owned()),
+        None => (url.to_owned(), String::new()),
+    }
 }
 
 pub struct TestApp {

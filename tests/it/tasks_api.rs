@@ -2,27 +2,10 @@ use serde_json::json;
 
 use crate::support::TestApp;
 
-/// Adds `member_token`'s user to the project directly through the store (member routes belong to a later issue).
-async fn add_member(app: &TestApp, project: &str, user_id: &str, role: &str) {
-    use fluxstudio::store::json::state::Op;
-    let server = app.server.as_ref().unwrap();
-    let store = server.json_store();
-    let project = project.to_owned();
-    let user_id = user_id.to_owned();
-    let role = role.to_owned();
-    store
-        .write(move |s| {
-            let mut p = (**s.projects.get(&project).unwrap()).clone();
-            p.members.push(
-                serde_json::from_value(
-                    json!({"userId": user_id, "role": role, "joinedAt": "2025-11-26T10:00:00.000Z"}),
-                )
-                .unwrap(),
-            );
-            Ok(((), vec![Op::put_project(&p)]))
-        })
-        .await
-        .unwrap();
+async fn add_member(app: &TestApp, owner: &str, project: &str, user_id: &str, role: &str) {
+    let r =
+        app.post(&format!("/api/projects/{project}/members"), owner, json!({"userId": user_id, "role": role})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test]
@@ -104,8 +87,8 @@ async fn task_validation_and_roles() {
     let (viewer, viewer_id) = app.signup("viewer@example.com").await;
     let (member, member_id) = app.signup("member@example.com").await;
     let pid = app.create_project(&owner, "Roles").await;
-    add_member(&app, &pid, &viewer_id, "viewer").await;
-    add_member(&app, &pid, &member_id, "contributor").await;
+    add_member(&app, &owner, &pid, &viewer_id, "viewer").await;
+    add_member(&app, &owner, &pid, &member_id, "member").await;
 
     for (body, field) in [
         (json!({}), "Task title"),
@@ -153,7 +136,7 @@ async fn task_validation_and_roles() {
 }
 
 #[tokio::test]
-async fn deleting_a_project_removes_its_activity_file() {
+async fn deleting_a_project_removes_its_activity_file_json_only() {
     let mut app = TestApp::spawn().await;
     let (token, _) = app.signup("d@example.com").await;
     let pid = app.create_project(&token, "Doomed").await;

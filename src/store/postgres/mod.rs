@@ -187,6 +187,8 @@ pub struct PostgresStore {
     ids: Arc<IdMap>,
     /// Set by the connect hook when the server is too old, so that a pool timeout can say why.
     unsupported: Arc<Mutex<Option<String>>>,
+    /// Committed writes' events (realtime), handed over after each commit.
+    sink: arc_swap::ArcSwapOption<crate::domain::events::EventSink>,
 }
 
 fn parse_url(url: &str, ca_cert: Option<&str>) -> Result<PgConnectOptions, PgError> {
@@ -274,7 +276,15 @@ impl PostgresStore {
         let read_pool =
             read_base.map(|b| build_pool(&opts, session_options(b, opts.statement_timeout), unsupported.clone()));
         let direct = session_options(base, Duration::ZERO);
-        let store = PostgresStore { opts, direct, pool, read_pool, ids: Arc::new(IdMap::default()), unsupported };
+        let store = PostgresStore {
+            opts,
+            direct,
+            pool,
+            read_pool,
+            ids: Arc::new(IdMap::default()),
+            unsupported,
+            sink: arc_swap::ArcSwapOption::empty(),
+        };
 
         // One probe, bounded by the acquire timeout: it refuses an old server early and preloads the legacy ids.
         // Any other failure is only logged (PostgreSQL down at start-up, configuration.md §6).
@@ -303,6 +313,18 @@ impl PostgresStore {
             }
         }
         Ok(store)
+    }
+
+    /// Where committed writes' events go (the realtime layer).
+    pub fn set_event_sink(&self, sink: crate::domain::events::EventSink) {
+        self.sink.store(Some(Arc::new(sink)));
+    }
+
+    /// Called right after a commit; events of one project are ordered by the project row lock the writes take.
+    pub(crate) fn publish(&self, events: Vec<crate::domain::events::DomainEvent>) {
+        if let Some(sink) = self.sink.load_full() {
+            events.into_iter().for_each(|e| sink(e));
+        }
     }
 
     /// The primary pool, for operator tools (migrate, validate, rollback) that run their own statements.

@@ -3,6 +3,7 @@
 //! writes first lock and load the project (one statement), decide in memory with `crate::domain::ops`, then write
 //! only the rows that changed.
 
+use crate::domain::events::DomainEvent;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -326,6 +327,7 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(PROJECT_NOT_FOUND);
         }
+        self.publish(vec![DomainEvent::ProjectDeleted { project_id: id.to_owned() }]);
         Ok(())
     }
 
@@ -341,6 +343,10 @@ impl Store for PostgresStore {
         tasks.push(task.clone());
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![
+            DomainEvent::TaskCreated { project_id: project_id.to_owned(), task: task.clone(), actor: actor.clone() },
+            DomainEvent::ActivityAdded(activity.clone()),
+        ]);
         Ok((task, activity))
     }
 
@@ -363,6 +369,10 @@ impl Store for PostgresStore {
         tasks[pos] = task.clone();
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![
+            DomainEvent::TaskUpdated { project_id: project_id.to_owned(), task: task.clone(), actor: actor.clone() },
+            DomainEvent::ActivityAdded(activity.clone()),
+        ]);
         Ok((task, activity))
     }
 
@@ -382,6 +392,14 @@ impl Store for PostgresStore {
         tasks.remove(pos);
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![
+            DomainEvent::TaskDeleted {
+                project_id: project_id.to_owned(),
+                task_id: task_id.to_owned(),
+                actor: actor.clone(),
+            },
+            DomainEvent::ActivityAdded(activity.clone()),
+        ]);
         Ok(activity)
     }
 
@@ -406,6 +424,7 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
         Ok((member, act))
     }
 
@@ -444,6 +463,7 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
         Ok((member, Some(act)))
     }
 
@@ -475,6 +495,10 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![
+            DomainEvent::ActivityAdded(act.clone()),
+            DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
+        ]);
         Ok(act)
     }
 
@@ -492,6 +516,7 @@ impl Store for PostgresStore {
         rows::insert_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
         Ok((m, act))
     }
 
@@ -511,6 +536,7 @@ impl Store for PostgresStore {
         rows::update_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
         Ok((m, act))
     }
 
@@ -632,5 +658,9 @@ impl Store for PostgresStore {
     async fn flush(&self) -> StoreResult<()> {
         // Every acknowledged write is a committed transaction already.
         Ok(())
+    }
+
+    async fn check_health(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await.map(|_| ()).map_err(|e| self.err(e))
     }
 }
