@@ -484,7 +484,7 @@ async fn tasks_positions_progress_and_completed_at() {
     assert_eq!(act.kind, "task.completed");
     assert!(t2c.completed_at.is_some());
     let stored = s.get_project(&p.id).await.unwrap().unwrap();
-    assert_eq!(stored.tasks[1], t2c);
+    assert_eq!(*stored.tasks[1], t2c);
     assert_eq!((stored.progress, stored.computed_progress()), (33, 33));
 
     let assign =
@@ -504,7 +504,7 @@ async fn tasks_positions_progress_and_completed_at() {
     let now = s.get_project(&p.id).await.unwrap().unwrap();
     assert_eq!(titles(&now), ["second", "third", "fourth"], "new tasks go after every existing one");
     assert_eq!(now.tasks[1].assigned_to.as_deref(), Some(B));
-    assert_eq!(now.tasks[2], t4);
+    assert_eq!(*now.tasks[2], t4);
 
     assert_eq!(code(&s.update_task(&p.id, &t1.id, TaskPatch::default(), &actor).await.unwrap_err()), "task_not_found");
     assert_eq!(code(&s.delete_task(&p.id, &t1.id, &actor).await.unwrap_err()), "task_not_found");
@@ -895,7 +895,7 @@ async fn legacy_fixtures_read_back_identical() {
     }
     s.insert_files(state.files.values().map(|f| (**f).clone()).collect()).await.unwrap();
     for list in state.activities.values() {
-        for a in list.iter() {
+        for a in list.oldest_first() {
             s.put_activity(a).await.unwrap();
         }
     }

@@ -2,6 +2,8 @@
 //! the "always written" keys, unknown keys kept in `extra` in the order they were read); the wire shapes live in
 //! `api::dto`. Enum spellings and timestamps are normalised once, by `normalize()` after reading.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -130,7 +132,8 @@ pub struct Project {
     #[serde(default)]
     pub members: Vec<Member>,
     #[serde(default)]
-    pub tasks: Vec<Task>,
+    /// Behind `Arc` so that changing one task of a project shares the others with readers' snapshots.
+    pub tasks: Vec<Arc<Task>>,
     #[serde(default)]
     pub milestones: Vec<Milestone>,
     #[serde(default)]
@@ -276,7 +279,7 @@ impl Normalize for Project {
         norm_ts(&mut self.created_at);
         norm_opt_ts(&mut self.updated_at);
         self.members.iter_mut().for_each(Normalize::normalize);
-        self.tasks.iter_mut().for_each(Normalize::normalize);
+        self.tasks.iter_mut().for_each(|t| Arc::make_mut(t).normalize());
         self.milestones.iter_mut().for_each(Normalize::normalize);
     }
 }
@@ -309,7 +312,7 @@ impl Project {
     }
 }
 
-pub fn progress_of(tasks: &[Task]) -> i64 {
+pub fn progress_of(tasks: &[Arc<Task>]) -> i64 {
     if tasks.is_empty() {
         return 0;
     }

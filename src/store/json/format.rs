@@ -107,7 +107,7 @@ pub fn load_state(data_dir: &Path) -> Result<State, LoadError> {
             }
             let mut list: Vec<Activity> = load_list(&path, |f: ActivitiesFile<Vec<Activity>>| f.activities)?;
             list.reverse();
-            state.activities.insert(pid.to_owned(), Arc::new(list));
+            state.activities.insert(pid.to_owned(), Arc::new(super::state::ActivityLog::from_oldest_first(list)));
         }
     }
     Ok(state)
@@ -142,7 +142,7 @@ pub fn render(state: &State, key: &FileKey) -> Option<Vec<u8>> {
         FileKey::Files => to_legacy_json(&FilesFile { files: ArcSlice(state.files.values().map(|a| &**a).collect()) }),
         FileKey::Activities(pid) => {
             let list = state.activities.get(pid)?;
-            to_legacy_json(&ActivitiesFile { activities: ArcSlice(list.iter().rev().collect()) })
+            to_legacy_json(&ActivitiesFile { activities: ArcSlice(list.newest_first().collect()) })
         }
     })
 }

@@ -17,8 +17,51 @@ pub struct State {
     pub projects: IndexMap<String, Arc<Project>>,
     pub teams: IndexMap<String, Arc<Team>>,
     pub files: IndexMap<String, Arc<FileRecord>>,
-    /// Per project, **oldest first** (appending is O(1)); the file and the API order is newest first.
-    pub activities: HashMap<String, Arc<Vec<Activity>>>,
+    /// Per project, oldest first; the file and the API order is newest first.
+    pub activities: HashMap<String, Arc<ActivityLog>>,
+}
+
+/// A project's activity history in fixed-size shared chunks. Readers hold the published snapshot, so an append
+/// copies only the last chunk and the (short) chunk list instead of the whole history — a plain `Arc<Vec<_>>`
+/// made every write cost time proportional to the project's history (bench/README.md).
+#[derive(Clone, Default, Debug)]
+pub struct ActivityLog {
+    chunks: Vec<Arc<Vec<Activity>>>,
+    len: usize,
+}
+
+const CHUNK: usize = 64;
+
+impl ActivityLog {
+    pub fn from_oldest_first(list: Vec<Activity>) -> ActivityLog {
+        let len = list.len();
+        let chunks = list.chunks(CHUNK).map(|c| Arc::new(c.to_vec())).collect();
+        ActivityLog { chunks, len }
+    }
+
+    pub fn push(&mut self, a: Activity) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(a),
+            _ => self.chunks.push(Arc::new(vec![a])),
+        }
+        self.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn oldest_first(&self) -> impl Iterator<Item = &Activity> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    pub fn newest_first(&self) -> impl Iterator<Item = &Activity> {
+        self.chunks.iter().rev().flat_map(|c| c.iter().rev())
+    }
 }
 
 /// Which legacy file a change lands in; compaction rewrites only these.
@@ -141,7 +184,7 @@ impl State {
             Op::PutTask { project, pos, rec } => {
                 if let Some(p) = self.projects.get_mut(project) {
                     let p = Arc::make_mut(p);
-                    put_positioned(&mut p.tasks, *pos, rec, |t| t.id == rec.id);
+                    put_positioned(&mut p.tasks, *pos, &Arc::new(rec.clone()), |t| t.id == rec.id);
                     p.progress = progress_of(&p.tasks);
                     dirty.insert(FileKey::Projects);
                 }
@@ -187,9 +230,9 @@ impl State {
                 if !self.projects.contains_key(&rec.project_id) {
                     return;
                 }
-                let list = Arc::make_mut(self.activities.entry(rec.project_id.clone()).or_default());
-                if !list.iter().rev().take(64).any(|a| a.id == rec.id) {
-                    list.push(rec.clone());
+                let log = Arc::make_mut(self.activities.entry(rec.project_id.clone()).or_default());
+                if !log.newest_first().take(64).any(|a| a.id == rec.id) {
+                    log.push(rec.clone());
                 }
                 dirty.insert(FileKey::Activities(rec.project_id.clone()));
             }

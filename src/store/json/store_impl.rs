@@ -170,7 +170,7 @@ impl Store for JsonStore {
         self.write_with_events(|s| {
             let p = project(s, project_id)?;
             let pos = p.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
-            let mut task = p.tasks[pos].clone();
+            let mut task = (*p.tasks[pos]).clone();
             let activity = ops::apply_task_patch(project_id, &mut task, patch, actor);
             let ops = vec![
                 Op::PutTask { project: project_id.to_owned(), pos, rec: task.clone() },
@@ -370,7 +370,7 @@ impl Store for JsonStore {
                 && q.date_from.as_ref().is_none_or(|d| &a.timestamp >= d)
                 && q.date_to.as_ref().is_none_or(|d| &a.timestamp <= d)
         };
-        let filtered: Vec<&Activity> = list.iter().rev().filter(matches).collect();
+        let filtered: Vec<&Activity> = list.newest_first().filter(matches).collect();
         let total = filtered.len();
         let activities = filtered.into_iter().skip(q.offset).take(q.limit).cloned().collect();
         Ok(ActivityPage { activities, total })

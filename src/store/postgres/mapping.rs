@@ -379,7 +379,7 @@ pub fn project_from_row(r: &ProjectRow, ids: &Ids) -> Project {
         created_at: format_ts(h.created_at),
         updated_at: Some(format_ts(h.updated_at)),
         members: r.members.0.iter().map(|m| member_from_row(m, ids)).collect(),
-        tasks: r.tasks.0.iter().map(|t| task_from_row(t, ids)).collect(),
+        tasks: r.tasks.0.iter().map(|t| std::sync::Arc::new(task_from_row(t, ids))).collect(),
         milestones: r.milestones.0.iter().map(|m| milestone_from_row(m, ids)).collect(),
         files: h.files.0.clone(),
         channel_metadata: h.channel_metadata.clone(),

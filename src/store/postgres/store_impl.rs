@@ -90,7 +90,7 @@ impl PostgresStore {
 
     /// The JSON store recomputes a project's stored `progress` whenever it rewrites the project or its tasks; so
     /// do we, writing only when the value changes.
-    async fn sync_progress(&self, conn: &mut PgConnection, loaded: &Loaded, tasks: &[Task]) -> StoreResult<()> {
+    async fn sync_progress(&self, conn: &mut PgConnection, loaded: &Loaded, tasks: &[Arc<Task>]) -> StoreResult<()> {
         let progress = progress_of(tasks);
         if progress == i64::from(loaded.row.header.progress) {
             return Ok(());
@@ -340,7 +340,7 @@ impl Store for PostgresStore {
         rows::insert_task(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
         let mut tasks = loaded.project.tasks.clone();
-        tasks.push(task.clone());
+        tasks.push(Arc::new(task.clone()));
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(vec![
@@ -360,13 +360,13 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let loaded = self.lock_project(&mut tx, project_id).await?;
         let pos = loaded.project.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
-        let mut task = loaded.project.tasks[pos].clone();
+        let mut task = (*loaded.project.tasks[pos]).clone();
         let activity = ops::apply_task_patch(project_id, &mut task, patch, actor);
         let row = mapping::task_to_row(&task, loaded.row.tasks.0[pos].position).map_err(map_err)?;
         rows::update_task(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
         let mut tasks = loaded.project.tasks.clone();
-        tasks[pos] = task.clone();
+        tasks[pos] = Arc::new(task.clone());
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(vec![
