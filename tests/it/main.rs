@@ -19,6 +19,7 @@ mod json_only {
     mod google_api;
     mod legacy_fixtures;
     mod ops_api;
+    mod postgres_outage;
     mod shutdown;
     mod socket_compat;
 }
