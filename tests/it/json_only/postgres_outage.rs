@@ -78,7 +78,8 @@ async fn postgres_outage_is_503_and_the_server_recovers_without_a_restart() {
     let dir = Arc::new(tempfile::TempDir::new().unwrap());
     let cfg = test_config(dir.path(), &["--store", "postgres", "--database-url", &url, "--db-acquire-timeout", "1s"]);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    let app = TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let app =
+        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
     let (token, _) = app.signup("outage@example.com").await;
     let pid = app.create_project(&token, "Outage").await;
     assert_eq!(app.create_task(&token, &pid, "before").await.status, 200);
@@ -105,7 +106,8 @@ async fn postgres_outage_is_503_and_the_server_recovers_without_a_restart() {
     };
     assert_eq!(status, 200, "the pool reconnects by itself");
     let tasks = app.get(&format!("/api/projects/{pid}/tasks"), &token).await;
-    let titles: Vec<&str> = tasks.body["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    let titles: Vec<&str> =
+        tasks.body["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["before", "after"], "the refused write left nothing behind");
     assert_eq!(app.call(Method::GET, "/health/ready", None, None).await.status, 200);
 }
