@@ -343,6 +343,9 @@ impl PostgresStore {
 
     /// The pool used for list reads: the replica when configured.
     fn read_pool(&self) -> &PgPool {
+        // Counted per pool so an operator (and the routing test) can see where reads go.
+        let pool = if self.read_pool.is_some() { "read" } else { "primary" };
+        metrics::counter!("flux_db_read_queries_total", "pool" => pool).increment(1);
         self.read_pool.as_ref().unwrap_or(&self.pool)
     }
 

@@ -111,3 +111,29 @@ async fn postgres_outage_is_503_and_the_server_recovers_without_a_restart() {
     assert_eq!(titles, ["before", "after"], "the refused write left nothing behind");
     assert_eq!(app.call(Method::GET, "/health/ready", None, None).await.status, 200);
 }
+
+/// `DATABASE_READ_URL` is wired: list reads go to the read pool (here the same database under a second URL), which
+/// `/metrics` counts per pool.
+#[tokio::test]
+async fn list_reads_go_to_the_read_replica_when_configured() {
+    let db = fresh_database();
+    let dir = Arc::new(tempfile::TempDir::new().unwrap());
+    let cfg = test_config(dir.path(), &["--store", "postgres", "--database-url", &db, "--database-read-url", &db]);
+    let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
+    let app =
+        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let (token, _) = app.signup("replica@example.com").await;
+    app.create_project(&token, "Replica").await;
+    let before = read_pool_count(&app).await;
+    let list = app.get("/api/projects", &token).await;
+    assert_eq!(list.body["projects"].as_array().unwrap().len(), 1, "read-your-writes holds on the same database");
+    assert!(read_pool_count(&app).await > before, "the list read was counted on the read pool");
+}
+
+async fn read_pool_count(app: &TestApp) -> f64 {
+    let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("flux_db_read_queries_total") && l.contains("pool=\"read\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
