@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::password::{check_policy, Passwords};
-use crate::domain::{new_id, time, User};
+use crate::domain::{new_user, User};
 use crate::store::{DynStore, StoreError, UserPatch};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,20 +73,7 @@ async fn run(store: &DynStore, passwords: &Arc<Passwords>, req: UserRequest) -> 
                 }
                 None => None,
             };
-            let user = User {
-                id: new_id(),
-                email: email.clone(),
-                name: name.trim().to_owned(),
-                user_type: user_type.clone(),
-                password: hash,
-                google_id: None,
-                oauth_provider: None,
-                avatar: None,
-                created_at: time::now(),
-                updated_at: None,
-                is_active: true,
-                extra: Default::default(),
-            };
+            let user = new_user(&email, name.trim(), &user_type, hash);
             let user = store.insert_user(user).await.map_err(|e| match e {
                 StoreError::Conflict { .. } => reply(1, format!("an account with e-mail {email} already exists")),
                 other => store_failure(other),

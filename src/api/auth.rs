@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::google::GoogleError;
 use crate::auth::password::check_policy;
 use crate::auth::AuthUser;
-use crate::domain::{new_id, time, User};
+use crate::domain::{new_user, User};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{StoreError, UserPatch};
 
@@ -76,20 +76,7 @@ pub async fn signup(State(state): State<AppState>, JsonObject(body): JsonObject)
         return Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "Email already registered"));
     }
     let hash = state.passwords.hash(password).await.map_err(|_| ApiError::internal("Server error during signup"))?;
-    let user = User {
-        id: new_id(),
-        email: email.to_owned(),
-        name: name.to_owned(),
-        user_type: user_type.to_owned(),
-        password: Some(hash),
-        google_id: None,
-        oauth_provider: None,
-        avatar: None,
-        created_at: time::now(),
-        updated_at: None,
-        is_active: true,
-        extra: Default::default(),
-    };
+    let user = new_user(email, name, user_type, Some(hash));
     let user = store.insert_user(user).await.map_err(|e| ApiError::from_store(e, "Server error during signup"))?;
     Ok(token_response(&state, &user))
 }
@@ -187,20 +174,10 @@ pub async fn google(State(state): State<AppState>, JsonObject(body): JsonObject)
         }
     } else {
         let local = identity.email.split('@').next().unwrap_or_default().to_owned();
-        let user = User {
-            id: new_id(),
-            email: identity.email.clone(),
-            name: identity.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or(local),
-            user_type: "client".into(),
-            password: None,
-            google_id: Some(identity.sub.clone()),
-            oauth_provider: Some("google".into()),
-            avatar: None,
-            created_at: time::now(),
-            updated_at: None,
-            is_active: true,
-            extra: Default::default(),
-        };
+        let name = identity.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or(local);
+        let mut user = new_user(&identity.email, &name, "client", None);
+        user.google_id = Some(identity.sub.clone());
+        user.oauth_provider = Some("google".into());
         store.insert_user(user).await.map_err(err500)?
     };
     if !user.is_active {

@@ -29,3 +29,22 @@ impl Actor {
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// A new account as signup, Google sign-in and `fluxstudio user create` make it: a fresh UUID, created now,
+/// active, no avatar.
+pub fn new_user(email: &str, name: &str, user_type: &str, password: Option<String>) -> User {
+    User {
+        id: new_id(),
+        email: email.to_owned(),
+        name: name.to_owned(),
+        user_type: user_type.to_owned(),
+        password,
+        google_id: None,
+        oauth_provider: None,
+        avatar: None,
+        created_at: time::now(),
+        updated_at: None,
+        is_active: true,
+        extra: Default::default(),
+    }
+}
