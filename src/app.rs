@@ -245,6 +245,8 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         }
         Opened::Postgres(store) => {
             store.set_event_sink(sink);
+            store.enable_fanout(config.instance_id.clone());
+            store.spawn_listener();
             (store.clone(), None, Some(store), None)
         }
     };

@@ -4,7 +4,8 @@
 use super::model::{Activity, Task};
 use super::Actor;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum DomainEvent {
     TaskCreated {
         project_id: String,

@@ -12,7 +12,7 @@ pub use model::*;
 pub use time::Timestamp;
 
 /// The authenticated caller as activities and ownership fields need it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Actor {
     pub id: String,
     pub name: String,

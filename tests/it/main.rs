@@ -22,6 +22,7 @@ mod json_only {
     mod postgres_outage;
     mod shutdown;
     mod socket_compat;
+    mod two_instances;
 }
 mod tasks_api;
 mod teams_api;

@@ -13,9 +13,12 @@ async fn member_management_follows_the_role_rules() {
     let pid = app.create_project(&owner, "Team work").await;
     let members = format!("/api/projects/{pid}/members");
 
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let r = app.post(&members, &owner, json!({"email": "ADMIN@example.com", "role": "admin"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     insta::assert_json_snapshot!("member_added", r.body, { ".member.userId" => "[user]", ".member.joinedAt" => "[ts]" });
+    // Members list by joinedAt then id; distinct milliseconds make the expected order deterministic.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let r = app.post(&members, &admin, json!({"userId": member_id})).await;
     assert_eq!(r.body["member"]["role"], "member");
     for (body, status, code) in [

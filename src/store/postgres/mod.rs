@@ -16,6 +16,7 @@
 //!   wrapped in `AssertSqlSafe`, which this module never does), so no input can become SQL text.
 
 mod errors;
+mod fanout;
 pub mod ids;
 mod import;
 pub mod mapping;
@@ -189,6 +190,8 @@ pub struct PostgresStore {
     unsupported: Arc<Mutex<Option<String>>>,
     /// Committed writes' events (realtime), handed over after each commit.
     sink: arc_swap::ArcSwapOption<crate::domain::events::EventSink>,
+    /// This instance's id once cross-instance fan-out is on (postgres mode).
+    fanout: std::sync::OnceLock<String>,
 }
 
 fn parse_url(url: &str, ca_cert: Option<&str>) -> Result<PgConnectOptions, PgError> {
@@ -284,6 +287,7 @@ impl PostgresStore {
             ids: Arc::new(IdMap::default()),
             unsupported,
             sink: arc_swap::ArcSwapOption::empty(),
+            fanout: std::sync::OnceLock::new(),
         };
 
         // One probe, bounded by the acquire timeout: it refuses an old server early and preloads the legacy ids.

@@ -319,15 +319,19 @@ impl Store for PostgresStore {
     async fn delete_project(&self, id: &str) -> StoreResult<()> {
         // Members, tasks, milestones and activities go with it (`on delete cascade`); one statement, one
         // transaction.
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let done = sqlx::query(rows::DELETE_PROJECT)
             .bind(storage_id(Entity::Project, id))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
         if done.rows_affected() == 0 {
             return Err(PROJECT_NOT_FOUND);
         }
-        self.publish(vec![DomainEvent::ProjectDeleted { project_id: id.to_owned() }]);
+        let events = vec![DomainEvent::ProjectDeleted { project_id: id.to_owned() }];
+        self.notify(&mut tx, &events).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(events);
         Ok(())
     }
 
@@ -342,11 +346,13 @@ impl Store for PostgresStore {
         let mut tasks = loaded.project.tasks.clone();
         tasks.push(Arc::new(task.clone()));
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![
+        let events = vec![
             DomainEvent::TaskCreated { project_id: project_id.to_owned(), task: task.clone(), actor: actor.clone() },
             DomainEvent::ActivityAdded(activity.clone()),
-        ]);
+        ];
+        self.notify(&mut tx, &events).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(events);
         Ok((task, activity))
     }
 
@@ -368,11 +374,13 @@ impl Store for PostgresStore {
         let mut tasks = loaded.project.tasks.clone();
         tasks[pos] = Arc::new(task.clone());
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![
+        let events = vec![
             DomainEvent::TaskUpdated { project_id: project_id.to_owned(), task: task.clone(), actor: actor.clone() },
             DomainEvent::ActivityAdded(activity.clone()),
-        ]);
+        ];
+        self.notify(&mut tx, &events).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(events);
         Ok((task, activity))
     }
 
@@ -391,15 +399,17 @@ impl Store for PostgresStore {
         let mut tasks = loaded.project.tasks.clone();
         tasks.remove(pos);
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![
+        let events = vec![
             DomainEvent::TaskDeleted {
                 project_id: project_id.to_owned(),
                 task_id: task_id.to_owned(),
                 actor: actor.clone(),
             },
             DomainEvent::ActivityAdded(activity.clone()),
-        ]);
+        ];
+        self.notify(&mut tx, &events).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(events);
         Ok(activity)
     }
 
@@ -423,8 +433,10 @@ impl Store for PostgresStore {
         }
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        let events = vec![DomainEvent::ActivityAdded(act.clone())];
+        self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
+        self.publish(events);
         Ok((member, act))
     }
 
@@ -462,8 +474,10 @@ impl Store for PostgresStore {
             .map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        let events = vec![DomainEvent::ActivityAdded(act.clone())];
+        self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
+        self.publish(events);
         Ok((member, Some(act)))
     }
 
@@ -494,11 +508,13 @@ impl Store for PostgresStore {
             .map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![
+        let events = vec![
             DomainEvent::ActivityAdded(act.clone()),
             DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
-        ]);
+        ];
+        self.notify(&mut tx, &events).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.publish(events);
         Ok(act)
     }
 
@@ -515,8 +531,10 @@ impl Store for PostgresStore {
         let row = mapping::milestone_to_row(&m, loaded.next_milestone_index()).map_err(map_err)?;
         rows::insert_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
+        let events = vec![DomainEvent::ActivityAdded(act.clone())];
+        self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
+        self.publish(events);
         Ok((m, act))
     }
 
@@ -535,8 +553,10 @@ impl Store for PostgresStore {
         let row = mapping::milestone_to_row(&m, loaded.row.milestones.0[pos].order_index).map_err(map_err)?;
         rows::update_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
+        let events = vec![DomainEvent::ActivityAdded(act.clone())];
+        self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        self.publish(vec![DomainEvent::ActivityAdded(act.clone())]);
+        self.publish(events);
         Ok((m, act))
     }
 
