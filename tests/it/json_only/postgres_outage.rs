@@ -1,4 +1,4 @@
-//! PostgreSQL cut off under the server (a TCP "chaos proxy" between the two, as the crates.io suite does): requests
+//! PostgreSQL cut off under the server (a TCP "chaos proxy" between the two): requests
 //! that need it get 503 `store_unavailable` within the acquire timeout, liveness stays up, readiness goes 503, and
 //! the server recovers by itself when the database is back. Runs once (it configures postgres mode itself).
 
