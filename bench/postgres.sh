@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# PostgreSQL-mode load benchmark: authenticated GET tasks and POST task at 32 connections against the release
+# server in `postgres` mode, next to pgbench on the same machine in the same run (select-only `-S`, 16 clients, as
+# the read limit; and an INSERT-only script as the write limit). Loopback only, bounded (10 s per phase).
+#   bash bench/postgres.sh            (PostgreSQL from BENCH_DATABASE_URL, else postgres@127.0.0.1:5432)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ADMIN_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DURATION=${BENCH_DURATION:-10s}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v pgbench >/dev/null || { echo "pgbench is needed (Debian: postgresql-client)" >&2; exit 2; }
+cargo build --release --locked --bin fluxstudio
+BIN=target/release/fluxstudio
+
+WORK=$(mktemp -d)
+DB="flux_bench_$$"
+SERVER_PID=""
+base_url() { echo "${ADMIN_URL%/*}"; }
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  psql "$ADMIN_URL" -qc "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
+  psql "$ADMIN_URL" -qc "drop database if exists ${DB}_pgbench with (force)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psql "$ADMIN_URL" -qc "create database $DB" >/dev/null
+DB_URL="$(base_url)/$DB"
+
+JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') FLUX_RATE_LIMIT=off RUST_LOG=warn \
+  "$BIN" --no-env-file --data-dir "$WORK/data" --store postgres --database-url "$DB_URL" serve --host 127.0.0.1 --port 0 \
+  >"$WORK/server.out" 2>"$WORK/server.err" &
+SERVER_PID=$!
+for _ in $(seq 100); do grep -q "listening on" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+BASE="http://$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$WORK/server.out")"
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+TOKEN=$(curl -s "$BASE/api/auth/signup" -H 'content-type: application/json' \
+  -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}' | json "['token']")
+PROJECT=$(curl -s "$BASE/api/projects" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"Bench"}' | json "['project']['id']")
+for i in $(seq 50); do
+  curl -s -o /dev/null "$BASE/api/projects/$PROJECT/tasks" -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' -d "{\"title\":\"task $i\"}"
+done
+WRITE_PROJECT=$(curl -s "$BASE/api/projects" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"Writes"}' | json "['project']['id']")
+
+summary() { # label file
+  awk -v l="$1" '/Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF}
+    END {printf "%-28s %10s req/s  p50 %-8s p99 %-8s non-2xx %s\n", l, r, p50, p99, (bad==""?0:bad)}' "$2"
+}
+wrk -t2 -c32 -d2s -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$PROJECT/tasks" >/dev/null
+wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$PROJECT/tasks" >"$WORK/get.txt"
+wrk -t2 -c32 -d"$DURATION" --latency -s bench/post_task.lua -H "Authorization: Bearer $TOKEN" \
+  "$BASE/api/projects/$WRITE_PROJECT/tasks" >"$WORK/post.txt"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+
+# The machine's own limits, measured in the same run.
+psql "$ADMIN_URL" -qc "create database ${DB}_pgbench" >/dev/null
+PGB_URL="$(base_url)/${DB}_pgbench"
+pgbench -q -i -s 10 "$PGB_URL" >/dev/null 2>&1
+SEL=$(pgbench -S -c16 -j2 -T"${DURATION%s}" "$PGB_URL" 2>/dev/null | awk '/^tps/ {print int($3)}')
+cat >"$WORK/insert.sql" <<'SQL'
+insert into pgbench_history (tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now());
+SQL
+INS=$(pgbench -n -f "$WORK/insert.sql" -c16 -j2 -T"${DURATION%s}" "$PGB_URL" 2>/dev/null | awk '/^tps/ {print int($3)}')
+
+echo "== Flux Studio postgres-mode benchmark, $(date -u +%FT%RZ), $(git describe --always --dirty), $(nproc) CPUs, wrk -t2 -c32 -d$DURATION"
+summary "GET tasks (50 tasks)" "$WORK/get.txt"
+summary "POST task" "$WORK/post.txt"
+echo "pgbench -S (16 clients)          $SEL tps"
+echo "pgbench INSERT-only (16 clients) $INS tps"
+GET=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/get.txt"); POST=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/post.txt")
+awk -v g="$GET" -v s="$SEL" -v p="$POST" -v i="$INS" 'BEGIN {
+  printf "GET tasks = %.1f%% of pgbench -S (target >= 20%%); POST task = %.1f%% of INSERT-only pgbench (target >= 20%%)\n", 100*g/s, 100*p/i }'
