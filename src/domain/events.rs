@@ -33,5 +33,29 @@ pub enum DomainEvent {
     },
 }
 
+impl DomainEvent {
+    /// A task create or update: the task event, then its activity (realtime.md §5), in the order clients get them.
+    pub fn task_written(created: bool, project_id: &str, task: &Task, actor: &Actor, activity: &Activity) -> Vec<Self> {
+        let (project_id, task, actor) = (project_id.to_owned(), task.clone(), actor.clone());
+        let event = if created {
+            DomainEvent::TaskCreated { project_id, task, actor }
+        } else {
+            DomainEvent::TaskUpdated { project_id, task, actor }
+        };
+        vec![event, DomainEvent::ActivityAdded(activity.clone())]
+    }
+
+    pub fn task_deleted(project_id: &str, task_id: &str, actor: &Actor, activity: &Activity) -> Vec<Self> {
+        vec![
+            DomainEvent::TaskDeleted {
+                project_id: project_id.to_owned(),
+                task_id: task_id.to_owned(),
+                actor: actor.clone(),
+            },
+            DomainEvent::ActivityAdded(activity.clone()),
+        ]
+    }
+}
+
 /// Where a store delivers committed events; called from the store's commit path, so it must not block.
 pub type EventSink = std::sync::Arc<dyn Fn(DomainEvent) + Send + Sync>;

@@ -147,14 +147,7 @@ impl Store for JsonStore {
                 Op::PutTask { project: project_id.to_owned(), pos: p.tasks.len(), rec: task.clone() },
                 Op::AddActivity { rec: activity.clone() },
             ];
-            let events = vec![
-                DomainEvent::TaskCreated {
-                    project_id: project_id.to_owned(),
-                    task: task.clone(),
-                    actor: actor.clone(),
-                },
-                DomainEvent::ActivityAdded(activity.clone()),
-            ];
+            let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
             Ok(((task, activity), ops, events))
         })
         .await
@@ -176,14 +169,7 @@ impl Store for JsonStore {
                 Op::PutTask { project: project_id.to_owned(), pos, rec: task.clone() },
                 Op::AddActivity { rec: activity.clone() },
             ];
-            let events = vec![
-                DomainEvent::TaskUpdated {
-                    project_id: project_id.to_owned(),
-                    task: task.clone(),
-                    actor: actor.clone(),
-                },
-                DomainEvent::ActivityAdded(activity.clone()),
-            ];
+            let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
             Ok(((task, activity), ops, events))
         })
         .await
@@ -198,14 +184,7 @@ impl Store for JsonStore {
                 Op::DelTask { project: project_id.to_owned(), id: task_id.to_owned() },
                 Op::AddActivity { rec: activity.clone() },
             ];
-            let events = vec![
-                DomainEvent::TaskDeleted {
-                    project_id: project_id.to_owned(),
-                    task_id: task_id.to_owned(),
-                    actor: actor.clone(),
-                },
-                DomainEvent::ActivityAdded(activity.clone()),
-            ];
+            let events = DomainEvent::task_deleted(project_id, task_id, actor, &activity);
             Ok((activity, ops, events))
         })
         .await

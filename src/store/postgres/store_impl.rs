@@ -346,10 +346,7 @@ impl Store for PostgresStore {
         let mut tasks = loaded.project.tasks.clone();
         tasks.push(Arc::new(task.clone()));
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
-        let events = vec![
-            DomainEvent::TaskCreated { project_id: project_id.to_owned(), task: task.clone(), actor: actor.clone() },
-            DomainEvent::ActivityAdded(activity.clone()),
-        ];
+        let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(events);
@@ -374,10 +371,7 @@ impl Store for PostgresStore {
         let mut tasks = loaded.project.tasks.clone();
         tasks[pos] = Arc::new(task.clone());
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
-        let events = vec![
-            DomainEvent::TaskUpdated { project_id: project_id.to_owned(), task: task.clone(), actor: actor.clone() },
-            DomainEvent::ActivityAdded(activity.clone()),
-        ];
+        let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(events);
@@ -399,14 +393,7 @@ impl Store for PostgresStore {
         let mut tasks = loaded.project.tasks.clone();
         tasks.remove(pos);
         self.sync_progress(&mut tx, &loaded, &tasks).await?;
-        let events = vec![
-            DomainEvent::TaskDeleted {
-                project_id: project_id.to_owned(),
-                task_id: task_id.to_owned(),
-                actor: actor.clone(),
-            },
-            DomainEvent::ActivityAdded(activity.clone()),
-        ];
+        let events = DomainEvent::task_deleted(project_id, task_id, actor, &activity);
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(events);
