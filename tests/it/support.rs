@@ -266,6 +266,45 @@ pub fn token_for(id: &str, email: &str) -> String {
     .unwrap()
 }
 
+/// A `fluxstudio serve` child process on 127.0.0.1 (port picked by the kernel, the test secret, bcrypt cost 4,
+/// rate limiting off), returned once it printed `listening on ADDR`.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub base: String,
+}
+
+pub fn spawn_child(dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> ChildServer {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
+        .args(["--no-env-file", "--data-dir", dir.to_str().unwrap(), "serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--rate-limit", "off"])
+        .args(extra_args)
+        .env("JWT_SECRET", SECRET)
+        .env("FLUX_BCRYPT_COST", "4")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_owned();
+    ChildServer { child, base: format!("http://{addr}"), addr }
+}
+
+/// Every task id in the data dir's `projects.json`.
+pub fn task_ids_in_files(dir: &Path) -> std::collections::HashSet<String> {
+    read_json(&dir.join("projects.json"))["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
 pub fn read_json(path: &Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))

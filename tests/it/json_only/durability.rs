@@ -1,9 +1,6 @@
 //! Acknowledged writes survive concurrency, kill -9 and a failing disk.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +9,7 @@ use fluxstudio::store::json::fs::{Fs, FsOp};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::support::{read_json, TestApp, SECRET};
-
-fn task_ids_in_files(dir: &Path) -> HashSet<String> {
-    let projects = read_json(&dir.join("projects.json"));
-    projects["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()))
-        .collect()
-}
+use crate::support::{read_json, spawn_child, task_ids_in_files, TestApp, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_writers_lose_nothing() {
@@ -144,30 +131,6 @@ async fn a_failing_fsync_is_a_503_and_nothing_changes() {
     assert_eq!(p["name"], "Disk");
 }
 
-struct Child9 {
-    child: Child,
-    base: String,
-}
-
-fn spawn_server(dir: &Path, compact_seconds: &str) -> Child9 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
-        .args(["--no-env-file", "--data-dir", dir.to_str().unwrap(), "serve", "--host", "127.0.0.1", "--port", "0"])
-        .env("JWT_SECRET", SECRET)
-        .env("FLUX_BCRYPT_COST", "4")
-        .env("FLUX_JSON_COMPACT_SECONDS", compact_seconds)
-        .env("FLUX_RATE_LIMIT", "off")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    Child9 { child, base: format!("http://{addr}") }
-}
-
 /// A child server under write load is killed with SIGKILL at random moments; after each restart the files parse
 /// and every write that got a 2xx is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -179,7 +142,8 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     let mut pid = String::new();
     for round in 0..4 {
         // Alternate compaction thresholds so kills land both between and during compactions.
-        let mut server = spawn_server(dir.path(), if round % 2 == 0 { "1" } else { "300" });
+        let mut server =
+            spawn_child(dir.path(), &[], &[("FLUX_JSON_COMPACT_SECONDS", if round % 2 == 0 { "1" } else { "300" })]);
         if round == 0 {
             let r: Value = client
                 .post(format!("{}/api/auth/signup", server.base))
@@ -246,7 +210,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
                 mine
             }));
         }
-        let delay = 150 + (rand_u64() % 600);
+        let delay = 150 + (rand::random::<u64>() % 600);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
@@ -260,7 +224,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         }
     }
     assert!(acked.len() > 20, "the load produced writes ({})", acked.len());
-    let mut server = spawn_server(dir.path(), "300");
+    let mut server = spawn_child(dir.path(), &[], &[("FLUX_JSON_COMPACT_SECONDS", "300")]);
     let r: Value = client
         .get(format!("{}/api/projects/{pid}/tasks", server.base))
         .bearer_auth(&token)
@@ -277,13 +241,6 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     server.child.wait().unwrap();
     // Start-up replay compacted everything into the legacy files.
     assert!(acked.is_subset(&task_ids_in_files(dir.path())));
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    h.finish()
 }
 
 #[tokio::test]

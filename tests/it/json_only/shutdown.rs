@@ -2,9 +2,6 @@
 //! the process exits 0 and every acknowledged write is in the legacy files (legacy-defects.md #40).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,36 +10,14 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{read_json, SECRET};
-
-fn task_ids_in_files(dir: &Path) -> HashSet<String> {
-    read_json(&dir.join("projects.json"))["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()))
-        .collect()
-}
+use crate::support::{spawn_child, task_ids_in_files};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_and_keeps_every_acknowledged_write() {
     let dir = TempDir::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
-        .args(["--no-env-file", "--data-dir", dir.path().to_str().unwrap(), "serve", "--host", "127.0.0.1"])
-        .args(["--port", "0", "--shutdown-grace", "10s", "--rate-limit", "off"])
-        .env("JWT_SECRET", SECRET)
-        .env("FLUX_BCRYPT_COST", "4")
-        // Compaction stays out of the way, so the final one at shutdown is what writes the files.
-        .env("FLUX_JSON_COMPACT_SECONDS", "3600")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_owned();
-    let base = format!("http://{addr}");
+    // Compaction stays out of the way, so the final one at shutdown is what writes the files.
+    let server = spawn_child(dir.path(), &["--shutdown-grace", "10s"], &[("FLUX_JSON_COMPACT_SECONDS", "3600")]);
+    let (mut child, addr, base) = (server.child, server.addr, server.base);
     let client = reqwest::Client::new();
 
     let signup: Value = client
