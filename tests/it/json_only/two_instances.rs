@@ -24,8 +24,15 @@ async fn join(base: &str, token: &str, project: &str) -> Ws {
     let url = format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let mut joined = false;
-    while let Some(Ok(Message::Text(t))) = ws.next().await {
+    while let Some(msg) = ws.next().await {
+        // Control frames (ping/pong) are not Engine.IO packets; only a transport error ends the handshake.
+        let t = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(_) => continue,
+            Err(e) => panic!("websocket error while joining: {e}"),
+        };
         let t = t.as_str();
+        assert!(!t.starts_with("44"), "CONNECT refused: {t}");
         if t.starts_with('0') {
             ws.send(Message::text(format!("40{}", json!({ "token": token })))).await.unwrap();
         } else if t.starts_with("40") && !joined {
@@ -41,8 +48,12 @@ async fn join(base: &str, token: &str, project: &str) -> Ws {
 /// The next event named `name`, answering pings meanwhile.
 async fn next_event(ws: &mut Ws, name: &str) -> Value {
     let wait = async {
-        while let Some(Ok(Message::Text(t))) = ws.next().await {
-            let t = t.as_str().to_owned();
+        while let Some(msg) = ws.next().await {
+            let t = match msg {
+                Ok(Message::Text(t)) => t.as_str().to_owned(),
+                Ok(_) => continue,
+                Err(e) => panic!("websocket error while waiting for {name}: {e}"),
+            };
             if t == "2" {
                 let _ = ws.send(Message::text("3")).await;
             } else if let Some(body) = t.strip_prefix("42") {
