@@ -12,5 +12,6 @@ pub mod error;
 pub mod ratelimit;
 pub mod realtime;
 pub mod store;
+pub mod storecmd;
 pub mod telemetry;
 pub mod usercmd;

@@ -37,6 +37,10 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(cfg, args).await,
             Some(Command::User(cmd)) => user(cfg, cmd).await,
             Some(Command::Db(cmd)) => db(cfg, cmd).await,
+            Some(Command::Store(cmd)) => {
+                let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
+                fluxstudio::storecmd::run(cfg, cmd).await
+            }
         }
     });
     ExitCode::from(code as u8)

@@ -2,6 +2,8 @@
 //! [`Store`]; handlers and CLI commands see only this trait and domain types.
 
 pub mod json;
+pub mod modes;
+pub mod outbox;
 pub mod postgres;
 
 use std::sync::Arc;

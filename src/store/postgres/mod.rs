@@ -19,6 +19,7 @@ mod errors;
 mod fanout;
 pub mod ids;
 mod import;
+mod replay;
 pub mod mapping;
 mod rows;
 mod schema;
