@@ -21,8 +21,8 @@ use crate::realtime::Realtime;
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
-use crate::store::postgres::{PgError, PgOptions, PostgresStore};
 use crate::store::modes::{self, PersistedMode, StoreControl};
+use crate::store::postgres::{PgError, PgOptions, PostgresStore};
 use crate::store::DynStore;
 
 pub struct Inner {
@@ -245,7 +245,8 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     if persisted.mode != mode || PersistedMode::read(&data_dir).ok().flatten().is_none() {
         let mut p = persisted.clone();
         p.mode = mode;
-        p.write(&data_dir).map_err(|e| StartError::Config(format!("{}: {e}", data_dir.join(modes::STATE_FILE).display())))?;
+        p.write(&data_dir)
+            .map_err(|e| StartError::Config(format!("{}: {e}", data_dir.join(modes::STATE_FILE).display())))?;
     }
     let opened = Opened { json, postgres };
 
@@ -344,18 +345,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         None => None,
     };
 
-    Ok(Server {
-        addr,
-        metrics_addr,
-        state,
-        json,
-        shutdown_tx,
-        http,
-        metrics_http,
-        control,
-        control_path,
-        _lock: lock,
-    })
+    Ok(Server { addr, metrics_addr, state, json, shutdown_tx, http, metrics_http, control, control_path, _lock: lock })
 }
 
 impl Server {

@@ -2349,17 +2349,17 @@ mod tests {
     }
 
     #[test]
-    fn non_json_modes_are_refused_naming_their_source() {
+    fn unavailable_modes_are_refused_naming_their_source() {
         let db = ("DATABASE_URL", "postgres://flux@localhost/flux");
         assert_eq!(
-            err(&[], &[("FLUX_STORE", "dual-json"), db]),
-            "FLUX_STORE=dual-json: store mode 'dual-json' is not available yet in this version (only 'json', 'postgres')"
+            err(&[], &[("FLUX_STORE", "dual-postgres"), db]),
+            "FLUX_STORE=dual-postgres: store mode 'dual-postgres' is not available yet in this version (only 'json', 'dual-json', 'postgres')"
         );
         assert_eq!(cfg(&[], &[("FLUX_STORE", "postgres"), db]).store_mode, StoreMode::Postgres);
-        // postgres needs a database.
+        assert_eq!(cfg(&["--store", "dual-json"], &[db]).store_mode, StoreMode::DualJson);
+        // postgres and dual-json need a database.
         assert!(err(&[], &[("FLUX_STORE", "postgres")]).contains("needs PostgreSQL"));
-        let e = err(&["--store", "dual-json"], &[db]);
-        assert!(e.starts_with("--store=dual-json: store mode 'dual-json' is not available yet"), "{e}");
+        assert!(err(&[], &[("FLUX_STORE", "dual-json")]).contains("needs PostgreSQL"));
         // Refused even without a database: availability is the first reason given.
         let e = err(&[], &[("FLUX_STORE", "dual-postgres")]);
         assert!(e.contains("not available yet"), "{e}");

@@ -47,7 +47,10 @@ async fn store_status(State(state): State<AppState>) -> Response {
     crate::api::admin::status_response(&state).await
 }
 
-async fn store_switch(State(state): State<AppState>, Json(body): Json<serde_json::Map<String, serde_json::Value>>) -> Response {
+async fn store_switch(
+    State(state): State<AppState>,
+    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Response {
     match crate::api::admin::apply_put(&state, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

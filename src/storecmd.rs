@@ -44,9 +44,8 @@ async fn call(cfg: &Config, server: &ServerArgs, method: &str, body: Option<Valu
     let socket = cfg.data_dir.join(".control.sock");
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("json serialises"));
     let (status, raw) = if server.server.is_none() && DataDirLock::is_held(&cfg.data_dir) && socket.exists() {
-        let (status, raw) = crate::control::request(&socket, method, "/v1/store", bytes)
-            .await
-            .map_err(|e| Failure::Exit(3, e))?;
+        let (status, raw) =
+            crate::control::request(&socket, method, "/v1/store", bytes).await.map_err(|e| Failure::Exit(3, e))?;
         (status.as_u16(), raw.to_vec())
     } else {
         let base = server.server.clone().unwrap_or_else(|| format!("http://127.0.0.1:{}", cfg.port));
@@ -78,7 +77,8 @@ async fn call(cfg: &Config, server: &ServerArgs, method: &str, body: Option<Valu
         let raw = resp.bytes().await.map_err(|e| Failure::Exit(3, e.to_string()))?;
         (status, raw.to_vec())
     };
-    let value: Value = serde_json::from_slice(&raw).unwrap_or_else(|_| json!({ "message": String::from_utf8_lossy(&raw) }));
+    let value: Value =
+        serde_json::from_slice(&raw).unwrap_or_else(|_| json!({ "message": String::from_utf8_lossy(&raw) }));
     Ok((status, value))
 }
 

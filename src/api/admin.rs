@@ -32,7 +32,11 @@ pub async fn get_store(State(state): State<AppState>, auth: AuthUser) -> ApiResu
     Ok(status_response(&state).await)
 }
 
-pub async fn put_store(State(state): State<AppState>, auth: AuthUser, JsonObject(body): JsonObject) -> ApiResult<Response> {
+pub async fn put_store(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
     require_admin(&auth)?;
     apply_put(&state, &body).await
 }
@@ -69,7 +73,9 @@ pub fn parse_put(body: &Body) -> ApiResult<PutStore> {
             Some(t @ 1..=600) => t,
             _ => return Err(ApiError::validation("timeoutSeconds", "timeoutSeconds must be an integer from 1 to 600")),
         },
-        Some(_) => return Err(ApiError::validation("timeoutSeconds", "timeoutSeconds must be an integer from 1 to 600")),
+        Some(_) => {
+            return Err(ApiError::validation("timeoutSeconds", "timeoutSeconds must be an integer from 1 to 600"))
+        }
     };
     let shadow_read_rate = match body.get("shadowReadRate") {
         None => None,
@@ -77,7 +83,9 @@ pub fn parse_put(body: &Body) -> ApiResult<PutStore> {
             Some(r) if (0.0..=1.0).contains(&r) => Some(r),
             _ => return Err(ApiError::validation("shadowReadRate", "shadowReadRate must be a number from 0.0 to 1.0")),
         },
-        Some(_) => return Err(ApiError::validation("shadowReadRate", "shadowReadRate must be a number from 0.0 to 1.0")),
+        Some(_) => {
+            return Err(ApiError::validation("shadowReadRate", "shadowReadRate must be a number from 0.0 to 1.0"))
+        }
     };
     if mode.is_none() && shadow_read_rate.is_none() {
         return Err(ApiError::validation("mode", "mode or shadowReadRate is required"));

@@ -228,7 +228,13 @@ impl StoreControl {
             json: None,
             pg: Mutex::new(None),
             replayer: Mutex::new(None),
-            persisted: Mutex::new(PersistedMode { mode, epoch: 0, since: time::now(), pg_stale: false, json_frozen_at: None }),
+            persisted: Mutex::new(PersistedMode {
+                mode,
+                epoch: 0,
+                since: time::now(),
+                pg_stale: false,
+                json_frozen_at: None,
+            }),
             switching: tokio::sync::Mutex::new(()),
         })
     }
@@ -296,7 +302,8 @@ impl StoreControl {
         let pg = self.postgres()?;
         let row: Option<(Option<chrono::DateTime<chrono::Utc>>, Option<i64>)> = tokio::time::timeout(
             Duration::from_secs(2),
-            sqlx::query_as("select validated_at, validated_epoch from store_state where singleton").fetch_optional(pg.pool()),
+            sqlx::query_as("select validated_at, validated_epoch from store_state where singleton")
+                .fetch_optional(pg.pool()),
         )
         .await
         .ok()?
@@ -513,7 +520,10 @@ pub fn startup_mode(config: &Config) -> Result<(StoreMode, PersistedMode), Strin
             }
             (configured, p)
         }
-        None => (configured, PersistedMode { mode: configured, epoch: 1, since: time::now(), pg_stale: false, json_frozen_at: None }),
+        None => (
+            configured,
+            PersistedMode { mode: configured, epoch: 1, since: time::now(), pg_stale: false, json_frozen_at: None },
+        ),
     })
 }
 

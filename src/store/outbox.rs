@@ -52,7 +52,9 @@ impl OutboxEntry {
     pub fn from_op(op: &Op, seq: u64, epoch: u64, at: &str) -> OutboxEntry {
         let project_key = |p: &str| format!("project:{p}");
         let (key, entity, id, kind, data, position) = match op {
-            Op::PutUser { rec } => (format!("user:{}", rec.id), "user", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None),
+            Op::PutUser { rec } => {
+                (format!("user:{}", rec.id), "user", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None)
+            }
             Op::DelUser { id } => (format!("user:{id}"), "user", id.clone(), EntryOp::Delete, None, None),
             Op::PutProject { rec } => {
                 (project_key(&rec.id), "project", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None)
@@ -68,18 +70,17 @@ impl OutboxEntry {
             Op::DelMilestone { project, id } => {
                 (project_key(project), "milestone", id.clone(), EntryOp::Delete, None, None)
             }
-            Op::PutTeam { rec } => (format!("team:{}", rec.id), "team", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None),
+            Op::PutTeam { rec } => {
+                (format!("team:{}", rec.id), "team", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None)
+            }
             Op::DelTeam { id } => (format!("team:{id}"), "team", id.clone(), EntryOp::Delete, None, None),
-            Op::PutFile { rec } => (format!("file:{}", rec.id), "file", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None),
+            Op::PutFile { rec } => {
+                (format!("file:{}", rec.id), "file", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None)
+            }
             Op::DelFile { id } => (format!("file:{id}"), "file", id.clone(), EntryOp::Delete, None, None),
-            Op::AddActivity { rec } => (
-                project_key(&rec.project_id),
-                "activity",
-                rec.id.clone(),
-                EntryOp::Upsert,
-                Some(to_value(rec)),
-                None,
-            ),
+            Op::AddActivity { rec } => {
+                (project_key(&rec.project_id), "activity", rec.id.clone(), EntryOp::Upsert, Some(to_value(rec)), None)
+            }
         };
         OutboxEntry {
             seq,
@@ -109,7 +110,9 @@ impl OutboxEntry {
         let pos = self.position.unwrap_or(usize::MAX);
         let id = self.id.clone();
         Ok(match (self.entity.as_str(), self.op) {
-            ("user", EntryOp::Upsert) => Op::PutUser { rec: serde_json::from_value(data()?).map_err(|e| parse("user", e))? },
+            ("user", EntryOp::Upsert) => {
+                Op::PutUser { rec: serde_json::from_value(data()?).map_err(|e| parse("user", e))? }
+            }
             ("user", EntryOp::Delete) => Op::DelUser { id },
             ("project", EntryOp::Upsert) => {
                 Op::PutProject { rec: serde_json::from_value(data()?).map_err(|e| parse("project", e))? }
@@ -127,9 +130,13 @@ impl OutboxEntry {
                 rec: serde_json::from_value(data()?).map_err(|e| parse("milestone", e))?,
             },
             ("milestone", EntryOp::Delete) => Op::DelMilestone { project: project()?, id },
-            ("team", EntryOp::Upsert) => Op::PutTeam { rec: serde_json::from_value(data()?).map_err(|e| parse("team", e))? },
+            ("team", EntryOp::Upsert) => {
+                Op::PutTeam { rec: serde_json::from_value(data()?).map_err(|e| parse("team", e))? }
+            }
             ("team", EntryOp::Delete) => Op::DelTeam { id },
-            ("file", EntryOp::Upsert) => Op::PutFile { rec: serde_json::from_value(data()?).map_err(|e| parse("file", e))? },
+            ("file", EntryOp::Upsert) => {
+                Op::PutFile { rec: serde_json::from_value(data()?).map_err(|e| parse("file", e))? }
+            }
             ("file", EntryOp::Delete) => Op::DelFile { id },
             ("activity", EntryOp::Upsert) => {
                 Op::AddActivity { rec: serde_json::from_value(data()?).map_err(|e| parse("activity", e))? }
@@ -217,7 +224,13 @@ pub struct OutboxStatus {
 
 impl OutboxStatus {
     pub fn empty() -> OutboxStatus {
-        OutboxStatus { depth: 0, oldest_pending_age_seconds: None, stuck: 0, last_replay_at: None, last_replay_error: None }
+        OutboxStatus {
+            depth: 0,
+            oldest_pending_age_seconds: None,
+            stuck: 0,
+            last_replay_at: None,
+            last_replay_error: None,
+        }
     }
 }
 
@@ -378,7 +391,8 @@ impl Replayer {
                             self.source.mark_applied(&applied);
                             return wait;
                         }
-                        let f = st.failures.entry(e.seq).or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
+                        let f =
+                            st.failures.entry(e.seq).or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
                         f.attempts += 1;
                         let wait = backoff(f.attempts);
                         f.next_attempt = Instant::now() + wait;

@@ -45,7 +45,10 @@ impl JsonOutbox {
         std::fs::create_dir_all(&dir)?;
         let applied = match std::fs::read_to_string(dir.join(APPLIED_FILE)) {
             Ok(s) => s.trim().parse::<u64>().map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: not a number", dir.join(APPLIED_FILE).display()))
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not a number", dir.join(APPLIED_FILE).display()),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
@@ -156,7 +159,8 @@ impl JsonOutbox {
         inner.persisted_applied = value;
         drop(inner);
         let tmp = self.dir.join(format!(".{APPLIED_FILE}.tmp"));
-        let result = std::fs::write(&tmp, format!("{value}\n")).and_then(|_| std::fs::rename(&tmp, self.dir.join(APPLIED_FILE)));
+        let result =
+            std::fs::write(&tmp, format!("{value}\n")).and_then(|_| std::fs::rename(&tmp, self.dir.join(APPLIED_FILE)));
         if let Err(e) = result {
             // Not fatal: the entries stay applied in the secondary and are only re-applied after a restart.
             tracing::warn!(error = %e, "cannot record outbox progress in outbox/applied");

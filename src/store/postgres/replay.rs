@@ -134,7 +134,13 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn put_milestone(&self, conn: &mut PgConnection, project: &str, pos: usize, m: &Milestone) -> StoreResult<()> {
+    async fn put_milestone(
+        &self,
+        conn: &mut PgConnection,
+        project: &str,
+        pos: usize,
+        m: &Milestone,
+    ) -> StoreResult<()> {
         let project_id = storage_id(Entity::Project, project);
         let row = mapping::milestone_to_row(m, pos.min(i32::MAX as usize) as i32).map_err(map_err)?;
         self.record_ids(conn, &[(Entity::Milestone, &m.id)]).await?;
