@@ -527,6 +527,8 @@ pub fn startup_mode(config: &Config) -> Result<(StoreMode, PersistedMode), Strin
     })
 }
 
+/// Compile-time check: the switch runs inside axum handlers, which need `Send` futures (sqlx's migrator future is
+/// not, which is why a live switch requires a current schema instead of migrating).
 #[allow(dead_code)]
 fn assert_send(c: &StoreControl, r: SwitchRequest) {
     fn is_send<T: Send>(_: T) {}

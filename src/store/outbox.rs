@@ -416,3 +416,91 @@ impl Replayer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn op(v: Value) -> Op {
+        serde_json::from_value(v).expect("a journal op")
+    }
+
+    fn task() -> Value {
+        json!({"id": "t1", "title": "Copy review", "description": null, "status": "review", "priority": "high",
+               "assignedTo": null, "dueDate": null, "createdBy": "u1", "createdAt": "2026-01-01T00:00:00.000Z",
+               "updatedAt": "2026-01-02T00:00:00.000Z", "completedAt": null, "labels": ["kept"]})
+    }
+
+    #[test]
+    fn every_op_round_trips_through_an_entry_with_its_aggregate_key() {
+        let ops = [
+            (
+                op(json!({"op": "putTask", "project": "p1", "pos": 3, "rec": task()})),
+                "project:p1",
+                "task",
+                EntryOp::Upsert,
+            ),
+            (op(json!({"op": "delTask", "project": "p1", "id": "t1"})), "project:p1", "task", EntryOp::Delete),
+            (op(json!({"op": "delProject", "id": "p1"})), "project:p1", "project", EntryOp::Delete),
+            (
+                op(json!({"op": "delMilestone", "project": "p1", "id": "m1"})),
+                "project:p1",
+                "milestone",
+                EntryOp::Delete,
+            ),
+            (op(json!({"op": "delTeam", "id": "g1"})), "team:g1", "team", EntryOp::Delete),
+            (op(json!({"op": "delFile", "id": "f1"})), "file:f1", "file", EntryOp::Delete),
+            (op(json!({"op": "delUser", "id": "u1"})), "user:u1", "user", EntryOp::Delete),
+        ];
+        for (i, (op, key, entity, kind)) in ops.iter().enumerate() {
+            let e = OutboxEntry::from_op(op, 10 + i as u64, 3, "2026-11-26T10:15:02.114Z");
+            assert_eq!((e.ordering_key.as_str(), e.entity.as_str(), e.op), (*key, *entity, *kind));
+            assert_eq!((e.seq, e.epoch), (10 + i as u64, 3));
+            assert_eq!(kind == &EntryOp::Delete, e.data.is_none(), "deletes carry no data");
+            // Through the wire format and back to the same op.
+            let wire = serde_json::to_string(&e).unwrap();
+            let back: OutboxEntry = serde_json::from_str(&wire).unwrap();
+            assert_eq!(serde_json::to_value(back.to_op().unwrap()).unwrap(), serde_json::to_value(op).unwrap());
+        }
+    }
+
+    #[test]
+    fn an_upsert_carries_the_public_after_image_and_the_list_position() {
+        let e =
+            OutboxEntry::from_op(&op(json!({"op": "putTask", "project": "p1", "pos": 3, "rec": task()})), 1, 1, "x");
+        let wire = serde_json::to_value(&e).unwrap();
+        assert_eq!(wire["orderingKey"], "project:p1");
+        assert_eq!(wire["data"]["title"], "Copy review");
+        assert_eq!(wire["data"]["labels"], json!(["kept"]), "unknown keys travel with the record");
+        assert_eq!(wire["position"], 3);
+    }
+
+    #[test]
+    fn malformed_entries_are_errors_not_panics() {
+        let mut e =
+            OutboxEntry::from_op(&op(json!({"op": "putTask", "project": "p1", "pos": 0, "rec": task()})), 1, 1, "x");
+        e.data = Some(json!({"id": 5}));
+        assert!(e.to_op().is_err());
+        e.data = None;
+        assert!(e.to_op().unwrap_err().contains("without data"));
+        e.entity = "spaceship".into();
+        assert!(e.to_op().is_err());
+        let mut e = OutboxEntry::from_op(&op(json!({"op": "delTask", "project": "p1", "id": "t1"})), 1, 1, "x");
+        e.ordering_key = "user:u1".into();
+        assert!(e.to_op().unwrap_err().contains("outside a project key"));
+    }
+
+    #[test]
+    fn backoff_doubles_from_100_ms_and_caps_at_30_s_with_jitter() {
+        for _ in 0..50 {
+            let first = backoff(1).as_millis();
+            assert!((80..=120).contains(&first), "{first}");
+            let fourth = backoff(4).as_millis();
+            assert!((640..=960).contains(&fourth), "{fourth}");
+            let late = backoff(40).as_millis();
+            assert!((24_000..=36_000).contains(&late), "{late}");
+        }
+    }
+}

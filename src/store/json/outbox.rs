@@ -196,3 +196,50 @@ impl OutboxSource for JsonOutbox {
         self.notify.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::json::state::Op;
+
+    fn entry(seq: u64) -> OutboxEntry {
+        OutboxEntry::from_op(&Op::DelFile { id: format!("f{seq}") }, seq, 1, "2026-01-01T00:00:00.000Z")
+    }
+
+    #[test]
+    fn pending_is_pending_jsonl_plus_replayed_entries_minus_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = JsonOutbox::load(dir.path(), Fs::default(), vec![]).unwrap();
+        ob.push((1..=5).map(entry).collect());
+        ob.write_pending_file(&ob.pending_snapshot()).unwrap();
+        ob.mark_applied(&[1, 2, 4]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("outbox/applied")).unwrap().trim(), "2");
+        // After a restart: 4 is pending again (only the contiguous prefix is recorded), re-applying is harmless.
+        let ob = JsonOutbox::load(dir.path(), Fs::default(), vec![entry(6), entry(7)]).unwrap();
+        let seqs: Vec<u64> = ob.pending(100).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
+        assert_eq!(ob.next_seq(), 8);
+        ob.mark_applied(&[3, 4, 5, 6, 7]);
+        assert_eq!(ob.depth().0, 0);
+        assert_eq!(std::fs::read_to_string(dir.path().join("outbox/applied")).unwrap().trim(), "7");
+        assert_eq!(ob.next_seq(), 8, "seqs never go back, even with nothing pending");
+    }
+
+    #[test]
+    fn discarding_records_everything_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = JsonOutbox::load(dir.path(), Fs::default(), vec![entry(1), entry(2)]).unwrap();
+        assert_eq!(ob.discard_all(), 2);
+        let ob = JsonOutbox::load(dir.path(), Fs::default(), vec![entry(1), entry(2)]).unwrap();
+        assert!(ob.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_pending_file_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("outbox")).unwrap();
+        std::fs::write(dir.path().join("outbox/pending.jsonl"), "{\"seq\":1}\nnot json\n").unwrap();
+        let err = JsonOutbox::load(dir.path(), Fs::default(), vec![]).err().unwrap();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}

@@ -344,3 +344,66 @@ async fn forced_switch_to_json_discards_pending_entries_and_marks_postgres_stale
     // Writes go on, JSON only.
     assert_eq!(app.create_task(&token, &pid, "after the forced switch").await.status, 200);
 }
+
+fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
+        .args(["--no-env-file", "--data-dir", dir.to_str().unwrap()])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_status_and_switch_from_the_command_line() {
+    let url = migrated_database().await;
+    let dir = admin_data_dir();
+    let mut server = spawn_child(dir.path(), &["--database-url", &url], &[]);
+    let d = dir.path();
+
+    // Through the control socket (the server holds the data dir): no token needed.
+    let (code, out, err) = cli(d, &["store", "status", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((s["mode"].as_str(), s["outbox"]["depth"].as_u64()), (Some("json"), Some(0)), "{s}");
+    let (code, out, _) = cli(d, &["store", "switch", "postgres"], &[]);
+    assert_eq!(code, 1, "a skipped step is refused: {out}");
+    assert!(out.contains("refused: json -> postgres skips a step; allowed next modes: dual-json"), "{out}");
+    let (code, _, err) = cli(d, &["store", "switch", "sideways"], &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = cli(d, &["store", "switch", "dual-json"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("mode dual-json (epoch"), "{out}");
+    let (code, out, _) = cli(d, &["store", "status"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("mode       dual-json") && out.contains("secondary  postgres"), "{out}");
+    assert!(out.contains("outbox     depth 0"), "{out}");
+    // --offline needs the server stopped.
+    let (code, _, err) = cli(d, &["store", "switch", "json", "--offline"], &[]);
+    assert_eq!(code, 2, "{err}");
+
+    // Over HTTP with an admin token, as from another host.
+    let base = server.base.clone();
+    let (code, out, err) =
+        cli(d, &["store", "status", "--json", "--server", &base], &[("FLUX_ADMIN_TOKEN", &admin_token())]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["mode"], "dual-json");
+    let (code, _, err) =
+        cli(d, &["store", "status", "--server", &base, "--token", &token_for("nobody", "n@x.org")], &[]);
+    assert_ne!(code, 0, "{err}");
+
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let (code, out, err) = cli(d, &["--database-url", &url, "store", "switch", "json", "--offline"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let state: Value = serde_json::from_slice(&std::fs::read(d.join(".store-state.json")).unwrap()).unwrap();
+    assert_eq!(state["mode"], "json");
+    let (code, _, err) = cli(d, &["store", "status"], &[]);
+    assert_eq!(code, 2, "no server and no token: {err}");
+}
