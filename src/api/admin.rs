@@ -110,15 +110,22 @@ fn switch_error(e: SwitchError) -> ApiError {
 
 pub async fn apply_put(state: &AppState, body: &Body) -> ApiResult<Response> {
     let put = parse_put(body)?;
-    if put.shadow_read_rate.is_some() {
-        // Refused rather than accepted and ignored: a rate that samples nothing would read as "no mismatches".
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "switch_refused",
-            "shadow reads are not available in this version yet; shadowReadRate cannot be set",
-        ));
+    // Checked before switching, so a refused rate never leaves a half-applied request behind.
+    let target = put.switch.as_ref().map(|r| r.mode).unwrap_or_else(|| state.mode());
+    if put.shadow_read_rate.is_some() && crate::store::modes::secondary_of(target).is_none() {
+        return Err(switch_error(SwitchError::Refused(format!(
+            "shadow reads run in the dual modes only; the mode would be {target}"
+        ))));
     }
-    let req = put.switch.expect("parse_put requires mode or shadowReadRate");
-    let outcome = state.stores.switch(req).await.map_err(switch_error)?;
-    Ok(json_response(&outcome))
+    let outcome = match put.switch {
+        Some(req) => Some(state.stores.switch(req).await.map_err(switch_error)?),
+        None => None,
+    };
+    if let Some(rate) = put.shadow_read_rate {
+        state.stores.set_shadow_read_rate(rate).map_err(switch_error)?;
+    }
+    match outcome {
+        Some(o) => Ok(json_response(&o)),
+        None => Ok(status_response(state).await),
+    }
 }

@@ -5,6 +5,7 @@ pub mod json;
 pub mod modes;
 pub mod outbox;
 pub mod postgres;
+pub mod shadow;
 
 use std::sync::Arc;
 

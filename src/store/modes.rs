@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::json::JsonStore;
 use super::outbox::{OutboxStatus, Replayer};
 use super::postgres::PostgresStore;
+use super::shadow::{ShadowRate, ShadowStore};
 use super::{DynStore, Store, StoreError};
 use crate::config::{Config, StoreMode};
 use crate::domain::time;
@@ -187,6 +188,7 @@ pub struct StoreControl {
     replayer: Mutex<Option<Arc<Replayer>>>,
     persisted: Mutex<PersistedMode>,
     switching: tokio::sync::Mutex<()>,
+    shadow_rate: Arc<ShadowRate>,
 }
 
 impl StoreControl {
@@ -205,6 +207,7 @@ impl StoreControl {
         };
         let control = Arc::new(StoreControl {
             data_dir: config.data_dir.clone(),
+            shadow_rate: Arc::new(ShadowRate::new(config.shadow_read_rate)),
             config,
             slot: ArcSwap::from_pointee(StoreSlot { store, mode }),
             json,
@@ -215,14 +218,45 @@ impl StoreControl {
         });
         if mode == StoreMode::DualJson {
             control.start_dual_json();
+            control.slot.store(Arc::new(StoreSlot { store: control.dual_json_store(), mode }));
         }
         control
+    }
+
+    /// The store requests use in dual-json: the JSON store, with sampled reads repeated against PostgreSQL.
+    fn dual_json_store(&self) -> DynStore {
+        let json = self.json.clone().expect("json modes run the JSON store");
+        let Some(pg) = self.postgres() else { return json };
+        let outbox = json.outbox();
+        Arc::new(ShadowStore::new(json, pg, self.shadow_rate.clone(), Arc::new(move |key| outbox.has_pending(key))))
+    }
+
+    pub fn shadow_read_rate(&self) -> f64 {
+        if secondary_of(self.mode()).is_some() {
+            self.shadow_rate.get()
+        } else {
+            0.0
+        }
+    }
+
+    /// `PUT /api/admin/store {"shadowReadRate"}`: dual modes only.
+    pub fn set_shadow_read_rate(&self, rate: f64) -> Result<(), SwitchError> {
+        if secondary_of(self.mode()).is_none() {
+            return Err(SwitchError::Refused(format!(
+                "shadow reads run in the dual modes only; the mode is {}",
+                self.mode()
+            )));
+        }
+        self.shadow_rate.set(rate);
+        tracing::info!(rate, "shadow read rate changed");
+        Ok(())
     }
 
     /// For unit tests of the HTTP layer: a fixed store, no persistence.
     pub fn fixed(config: Arc<Config>, store: DynStore, mode: StoreMode) -> Arc<StoreControl> {
         Arc::new(StoreControl {
             data_dir: config.data_dir.clone(),
+            shadow_rate: Arc::new(ShadowRate::new(0.0)),
             config,
             slot: ArcSwap::from_pointee(StoreSlot { store, mode }),
             json: None,
@@ -329,7 +363,7 @@ impl StoreControl {
             epoch: persisted.epoch,
             since: persisted.since.clone(),
             secondary_reachable,
-            shadow_read_rate: if secondary_of(mode).is_some() { self.config.shadow_read_rate } else { 0.0 },
+            shadow_read_rate: self.shadow_read_rate(),
             outbox: self.outbox_status(),
             last_validation: self.last_validation().await,
             instances: vec![InstanceInfo {
@@ -446,8 +480,7 @@ impl StoreControl {
             .map_err(|e| SwitchError::Unavailable(format!("cannot record the store mode in PostgreSQL: {e}")))?;
         self.persist(next)?;
         self.start_dual_json();
-        let json = self.json.clone().expect("json modes run the JSON store");
-        self.slot.store(Arc::new(StoreSlot { store: json, mode: StoreMode::DualJson }));
+        self.slot.store(Arc::new(StoreSlot { store: self.dual_json_store(), mode: StoreMode::DualJson }));
         Ok(())
     }
 

@@ -407,3 +407,57 @@ async fn store_status_and_switch_from_the_command_line() {
     let (code, _, err) = cli(d, &["store", "status"], &[]);
     assert_eq!(code, 2, "no server and no token: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_reads_count_fields_that_differ_in_postgres_and_still_answer_from_json() {
+    let url = migrated_database().await;
+    let app = start(admin_data_dir(), &["--store", "dual-json", "--database-url", &url]).await;
+    let r = switch(&app, json!({"shadowReadRate": 1.0})).await;
+    assert_eq!((r.status.as_u16(), r.body["shadowReadRate"].as_f64()), (200, Some(1.0)), "{}", r.body);
+    let (token, _) = app.signup("shadow.reader@example.com").await;
+    let pid = app.create_project(&token, "Shadowed").await;
+    let tid = app.create_task(&token, &pid, "original title").await.body["task"]["id"].as_str().unwrap().to_owned();
+    wait_for_empty_outbox(&app).await;
+
+    // Someone edits PostgreSQL behind the product's back.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let n = sqlx::query("update tasks set title = 'tampered' where id = $1::uuid")
+            .bind(&tid)
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(n, 1);
+        conn.close().await.unwrap();
+    }
+    let r = app.get(&format!("/api/projects/{pid}"), &token).await;
+    assert_eq!(r.body["project"]["tasks"][0]["title"], "original title", "the client gets the primary's answer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = app.call(Method::GET, "/metrics", None, None).await;
+        let text = m.body.as_str().unwrap_or_default().to_owned();
+        if text.lines().any(|l| {
+            l.starts_with("flux_shadow_read_mismatch_total")
+                && l.contains(r#"entity="project""#)
+                && l.contains(r#"field="tasks.title""#)
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no mismatch counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The rate is a dual-mode setting.
+    let r = switch(&app, json!({"shadowReadRate": 1.5})).await;
+    assert_eq!(r.status, 400);
+    let r = switch(&app, json!({"mode": "json", "shadowReadRate": 0.5})).await;
+    assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (409, Some("switch_refused")), "{}", r.body);
+    let s = status(&app).await;
+    assert_eq!(
+        (s["mode"].as_str(), s["shadowReadRate"].as_f64()),
+        (Some("dual-json"), Some(1.0)),
+        "nothing applied: {s}"
+    );
+}
