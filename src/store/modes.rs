@@ -174,6 +174,14 @@ pub fn neighbours(mode: StoreMode) -> &'static [StoreMode] {
     }
 }
 
+const HEARTBEAT: &str =
+    "insert into store_instances (instance_id, mode, epoch, heartbeat_at) values ($1, $2, $3, now()) \
+     on conflict (instance_id) do update set mode = excluded.mode, epoch = excluded.epoch, heartbeat_at = now()";
+const LIVE_INSTANCES: &str = "select instance_id, mode, epoch, heartbeat_at from store_instances \
+     where heartbeat_at > now() - interval '15 seconds' order by instance_id";
+/// How often an instance refreshes its `store_instances` row; rows older than 15 s count as gone.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
 const UPSERT_STORE_STATE: &str = "insert into store_state (singleton, mode, epoch, changed_at, changed_by) \
      values (true, $1, $2, now(), $3) \
      on conflict (singleton) do update set mode = excluded.mode, epoch = excluded.epoch, \
@@ -189,6 +197,7 @@ pub struct StoreControl {
     persisted: Mutex<PersistedMode>,
     switching: tokio::sync::Mutex<()>,
     shadow_rate: Arc<ShadowRate>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl StoreControl {
@@ -215,11 +224,13 @@ impl StoreControl {
             replayer: Mutex::new(None),
             persisted: Mutex::new(persisted),
             switching: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         if mode == StoreMode::DualJson {
             control.start_dual_json();
             control.slot.store(Arc::new(StoreSlot { store: control.dual_json_store(), mode }));
         }
+        control.spawn_heartbeat();
         control
     }
 
@@ -270,6 +281,7 @@ impl StoreControl {
                 json_frozen_at: None,
             }),
             switching: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -307,13 +319,70 @@ impl StoreControl {
         }
     }
 
+    /// Keeps this instance's `store_instances` row fresh while PostgreSQL is in use (store-modes.md §5), so other
+    /// instances and `fluxstudio migrate --overwrite` see which modes are live.
+    pub fn spawn_heartbeat(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(control) = me.upgrade() else { return };
+                if control.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(pg) = control.postgres() {
+                    let mode = control.mode();
+                    let result = sqlx::query(HEARTBEAT)
+                        .bind(&control.config.instance_id)
+                        .bind(mode.as_str())
+                        .bind(control.epoch() as i64)
+                        .execute(pg.pool())
+                        .await;
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "store_instances heartbeat failed");
+                    }
+                }
+                drop(control);
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
+        });
+    }
+
+    async fn live_instances(&self) -> Option<Vec<InstanceInfo>> {
+        let pg = self.postgres()?;
+        let rows: Vec<(String, String, i64, chrono::DateTime<chrono::Utc>)> =
+            tokio::time::timeout(Duration::from_secs(2), sqlx::query_as(LIVE_INSTANCES).fetch_all(pg.pool()))
+                .await
+                .ok()?
+                .ok()?;
+        Some(
+            rows.into_iter()
+                .filter_map(|(id, mode, epoch, at)| {
+                    Some(InstanceInfo {
+                        id,
+                        mode: StoreMode::parse(&mode)?,
+                        epoch: epoch.max(0) as u64,
+                        heartbeat_at: time::format_ts(at),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Stops the worker after one last replay attempt (graceful shutdown, store-modes.md / issue: "attempt one
     /// outbox replay").
     pub async fn shutdown(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         let replayer = self.replayer.lock().take();
         if let Some(r) = replayer {
             let _ = r.wait_drained(Duration::from_secs(2)).await;
             r.stop();
+        }
+        // A cleanly stopped instance removes its row (a killed one ages out after 15 s).
+        if let Some(pg) = self.postgres() {
+            let delete = sqlx::query("delete from store_instances where instance_id = $1")
+                .bind(&self.config.instance_id)
+                .execute(pg.pool());
+            let _ = tokio::time::timeout(Duration::from_secs(2), delete).await;
         }
     }
 
@@ -355,6 +424,16 @@ impl StoreControl {
         let persisted = self.persisted.lock().clone();
         let switching = self.switching.try_lock().is_err();
         let secondary_reachable = self.secondary_reachable().await;
+        let me = InstanceInfo {
+            id: self.config.instance_id.clone(),
+            mode,
+            epoch: persisted.epoch,
+            heartbeat_at: time::now(),
+        };
+        // Live rows from store_instances when PostgreSQL answers; this instance is always listed.
+        let mut instances = self.live_instances().await.unwrap_or_default();
+        instances.retain(|i| i.id != me.id);
+        instances.insert(0, me);
         StoreStatus {
             mode,
             primary: primary_of(mode),
@@ -366,12 +445,7 @@ impl StoreControl {
             shadow_read_rate: self.shadow_read_rate(),
             outbox: self.outbox_status(),
             last_validation: self.last_validation().await,
-            instances: vec![InstanceInfo {
-                id: self.config.instance_id.clone(),
-                mode,
-                epoch: persisted.epoch,
-                heartbeat_at: time::now(),
-            }],
+            instances,
         }
     }
 

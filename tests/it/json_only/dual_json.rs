@@ -149,6 +149,7 @@ async fn live_switch_to_dual_json_replays_every_write_into_postgres_and_back_to_
     let pid = write_workload(&app, &token, "live").await;
     let s = wait_for_empty_outbox(&app).await;
     assert_eq!((s["mode"].as_str(), s["secondary"].as_str()), (Some("dual-json"), Some("postgres")), "{s}");
+    assert_eq!(s["instances"][0]["mode"], "dual-json", "{s}");
     assert_eq!(s["secondaryReachable"], true, "{s}");
     assert!(s["outbox"]["lastReplayAt"].is_string(), "{s}");
     let ready = app.call(Method::GET, "/health/ready", None, None).await;
@@ -430,6 +431,10 @@ async fn shadow_reads_count_fields_that_differ_in_postgres_and_still_answer_from
             .unwrap()
             .rows_affected();
         assert_eq!(n, 1);
+        // The instance announces itself (migrate --overwrite and the switch look here).
+        let modes: Vec<String> =
+            sqlx::query_scalar("select mode from store_instances").fetch_all(&mut conn).await.unwrap();
+        assert_eq!(modes, vec!["dual-json".to_owned()]);
         conn.close().await.unwrap();
     }
     let r = app.get(&format!("/api/projects/{pid}"), &token).await;
