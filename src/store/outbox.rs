@@ -162,14 +162,16 @@ impl ApplyError {
     }
 }
 
-/// Where pending entries come from (the primary's durable outbox).
+/// Where pending entries come from (the primary's durable outbox: the JSON journal's entries in dual-json, the
+/// `store_outbox` table in dual-postgres).
+#[async_trait]
 pub trait OutboxSource: Send + Sync + 'static {
     /// Pending entries in `seq` order, at most `limit`.
-    fn pending(&self, limit: usize) -> Vec<OutboxEntry>;
+    async fn pending(&self, limit: usize) -> Vec<OutboxEntry>;
     /// The secondary committed these entries; they are never handed out again (unless a crash lost the mark, in
     /// which case they are re-applied, which is harmless).
-    fn mark_applied(&self, seqs: &[u64]);
-    /// Number of pending entries and the commit time of the oldest.
+    async fn mark_applied(&self, seqs: &[u64]);
+    /// Number of pending entries and the commit time of the oldest (cached by sources that must query for it).
     fn depth(&self) -> (usize, Option<String>);
     /// Woken by every commit that adds entries.
     fn notify(&self) -> Arc<Notify>;
@@ -343,7 +345,7 @@ impl Replayer {
         let mut blocked: HashSet<String> = HashSet::new();
         let mut next_due = self.interval;
         loop {
-            let batch = self.source.pending(1000);
+            let batch = self.source.pending(1000).await;
             if batch.is_empty() {
                 return next_due;
             }
@@ -374,42 +376,51 @@ impl Replayer {
                     }
                     Err(err) => {
                         metrics::counter!("flux_outbox_replay_total", "result" => "error").increment(1);
-                        let mut st = self.state.lock();
-                        st.last_error = Some(ReplayError {
-                            entity: e.entity.clone(),
-                            id: e.id.clone(),
-                            message: err.message().to_owned(),
-                            at: time::now(),
-                        });
-                        if let ApplyError::Unavailable(msg) = &err {
-                            st.target_down_attempts += 1;
-                            let wait = backoff(st.target_down_attempts);
-                            st.target_down_until = Some(Instant::now() + wait);
-                            tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, target = self.target.name(),
-                                attempt = st.target_down_attempts, error = %msg, "outbox replay: secondary unavailable; backing off");
-                            drop(st);
-                            self.source.mark_applied(&applied);
+                        // The lock guard lives in this block only: the await below must not hold it.
+                        let target_down = {
+                            let mut st = self.state.lock();
+                            st.last_error = Some(ReplayError {
+                                entity: e.entity.clone(),
+                                id: e.id.clone(),
+                                message: err.message().to_owned(),
+                                at: time::now(),
+                            });
+                            if let ApplyError::Unavailable(msg) = &err {
+                                st.target_down_attempts += 1;
+                                let wait = backoff(st.target_down_attempts);
+                                st.target_down_until = Some(Instant::now() + wait);
+                                tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, target = self.target.name(),
+                                    attempt = st.target_down_attempts, error = %msg, "outbox replay: secondary unavailable; backing off");
+                                Some(wait)
+                            } else {
+                                let f = st
+                                    .failures
+                                    .entry(e.seq)
+                                    .or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
+                                f.attempts += 1;
+                                let wait = backoff(f.attempts);
+                                f.next_attempt = Instant::now() + wait;
+                                let attempts = f.attempts;
+                                next_due = next_due.min(wait);
+                                if attempts >= STUCK_AFTER {
+                                    tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
+                                        error = %err.message(), "outbox entry stuck; it keeps being retried (fluxstudio validate --repair fixes the record)");
+                                } else {
+                                    tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
+                                        error = %err.message(), "outbox replay failed; will retry");
+                                }
+                                None
+                            }
+                        };
+                        if let Some(wait) = target_down {
+                            self.source.mark_applied(&applied).await;
                             return wait;
-                        }
-                        let f =
-                            st.failures.entry(e.seq).or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
-                        f.attempts += 1;
-                        let wait = backoff(f.attempts);
-                        f.next_attempt = Instant::now() + wait;
-                        let attempts = f.attempts;
-                        next_due = next_due.min(wait);
-                        if attempts >= STUCK_AFTER {
-                            tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
-                                error = %err.message(), "outbox entry stuck; it keeps being retried (fluxstudio validate --repair fixes the record)");
-                        } else {
-                            tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
-                                error = %err.message(), "outbox replay failed; will retry");
                         }
                         blocked.insert(e.ordering_key.clone());
                     }
                 }
             }
-            self.source.mark_applied(&applied);
+            self.source.mark_applied(&applied).await;
             if !progressed || batch.len() < 1000 {
                 return next_due;
             }

@@ -175,12 +175,13 @@ impl JsonOutbox {
     }
 }
 
+#[async_trait::async_trait]
 impl OutboxSource for JsonOutbox {
-    fn pending(&self, limit: usize) -> Vec<OutboxEntry> {
+    async fn pending(&self, limit: usize) -> Vec<OutboxEntry> {
         self.inner.lock().pending.values().take(limit).cloned().collect()
     }
 
-    fn mark_applied(&self, seqs: &[u64]) {
+    async fn mark_applied(&self, seqs: &[u64]) {
         if seqs.is_empty() {
             return;
         }
@@ -213,20 +214,20 @@ mod tests {
         OutboxEntry::from_op(&Op::DelFile { id: format!("f{seq}") }, seq, 1, "2026-01-01T00:00:00.000Z")
     }
 
-    #[test]
-    fn pending_is_pending_jsonl_plus_replayed_entries_minus_applied() {
+    #[tokio::test]
+    async fn pending_is_pending_jsonl_plus_replayed_entries_minus_applied() {
         let dir = tempfile::tempdir().unwrap();
         let ob = JsonOutbox::load(dir.path(), Fs::default(), vec![]).unwrap();
         ob.push((1..=5).map(entry).collect());
         ob.write_pending_file(&ob.pending_snapshot()).unwrap();
-        ob.mark_applied(&[1, 2, 4]);
+        ob.mark_applied(&[1, 2, 4]).await;
         assert_eq!(std::fs::read_to_string(dir.path().join("outbox/applied")).unwrap().trim(), "2");
         // After a restart: 4 is pending again (only the contiguous prefix is recorded), re-applying is harmless.
         let ob = JsonOutbox::load(dir.path(), Fs::default(), vec![entry(6), entry(7)]).unwrap();
-        let seqs: Vec<u64> = ob.pending(100).iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = ob.pending(100).await.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
         assert_eq!(ob.next_seq(), 8);
-        ob.mark_applied(&[3, 4, 5, 6, 7]);
+        ob.mark_applied(&[3, 4, 5, 6, 7]).await;
         assert_eq!(ob.depth().0, 0);
         assert_eq!(std::fs::read_to_string(dir.path().join("outbox/applied")).unwrap().trim(), "7");
         assert_eq!(ob.next_seq(), 8, "seqs never go back, even with nothing pending");
