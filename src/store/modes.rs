@@ -562,28 +562,43 @@ impl StoreControl {
         let json = self.json.clone().expect("json modes run the JSON store");
         let replayer = self.replayer.lock().clone();
         let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let not_drained = |json: &JsonStore| {
+            SwitchError::NotDrained(format!(
+                "the outbox still holds {} pending entries after {} s; PostgreSQL must catch up first \
+                 (or use force, which discards them and marks PostgreSQL stale)",
+                json.outbox().pending_snapshot().len(),
+                timeout.as_secs()
+            ))
+        };
+        // Writes pause (they wait, they do not fail) from here until recording stops: entries acknowledged after
+        // this point could not be replayed if the switch were then refused.
         let mut discarded = false;
-        loop {
-            if !force {
-                if let Some(r) = &replayer {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    r.wait_drained(left).await;
-                }
-            } else {
-                discarded |= !json.outbox().is_empty();
+        let _paused = if force {
+            discarded = !json.outbox().is_empty();
+            None
+        } else {
+            // Let the replay catch up while writes go on, then pause them for the tail.
+            if let Some(r) = &replayer {
+                r.wait_small(256, left() / 2).await;
             }
+            let paused = json.pause_writes(left()).await.ok_or_else(|| not_drained(&json))?;
+            if let Some(r) = &replayer {
+                if !r.wait_drained(left()).await {
+                    return Err(not_drained(&json));
+                }
+            }
+            Some(paused)
+        };
+        loop {
             if json.disable_outbox(force) {
                 break;
             }
+            // Forced: an entry still between its commit and its fsync; it lands within milliseconds.
             if tokio::time::Instant::now() >= deadline {
-                let depth = json.outbox().pending_snapshot().len();
-                return Err(SwitchError::NotDrained(format!(
-                    "the outbox still holds {depth} pending entries after {} s; PostgreSQL must catch up first \
-                     (or use force, which discards them and marks PostgreSQL stale)",
-                    timeout.as_secs()
-                )));
+                return Err(not_drained(&json));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut next = self.persisted.lock().clone();
         next.mode = StoreMode::Json;

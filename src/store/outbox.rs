@@ -182,7 +182,18 @@ pub trait OutboxSource: Send + Sync + 'static {
 pub trait OutboxTarget: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     async fn apply(&self, entry: &OutboxEntry) -> Result<(), ApplyError>;
+    /// Applies several entries atomically (all or none), in order. On `Failed` the worker retries them one by one
+    /// to find the culprit, so only its aggregate is held back.
+    async fn apply_batch(&self, entries: &[OutboxEntry]) -> Result<(), ApplyError> {
+        for e in entries {
+            self.apply(e).await?;
+        }
+        Ok(())
+    }
 }
+
+/// Entries per secondary transaction.
+const BATCH: usize = 200;
 
 /// After this many failed attempts an entry is `stuck` (store-modes.md §2): still retried, but readiness degrades.
 pub const STUCK_AFTER: u32 = 10;
@@ -293,6 +304,27 @@ impl Replayer {
         }
     }
 
+    /// Waits (at most `timeout`) until at most `threshold` entries are pending or the backlog stops shrinking for
+    /// half a second: the point where pausing writes to drain the rest costs the least.
+    pub async fn wait_small(&self, threshold: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut best = usize::MAX;
+        let mut best_at = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < deadline {
+            let depth = self.source.depth().0;
+            if depth <= threshold {
+                return;
+            }
+            if depth < best {
+                best = depth;
+                best_at = tokio::time::Instant::now();
+            } else if best_at.elapsed() > Duration::from_millis(500) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the outbox is empty, at most `timeout`. True when it drained.
     pub async fn wait_drained(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -349,82 +381,119 @@ impl Replayer {
             if batch.is_empty() {
                 return next_due;
             }
-            let mut applied = Vec::new();
-            let mut progressed = false;
-            for e in &batch {
-                if blocked.contains(&e.ordering_key) {
-                    continue;
-                }
-                if let Some(f) = self.state.lock().failures.get(&e.seq) {
-                    if f.next_attempt > Instant::now() {
-                        next_due = next_due.min(f.next_attempt - Instant::now());
-                        blocked.insert(e.ordering_key.clone());
+            let mut eligible = Vec::new();
+            {
+                let st = self.state.lock();
+                for e in &batch {
+                    if blocked.contains(&e.ordering_key) {
                         continue;
                     }
-                }
-                match self.target.apply(e).await {
-                    Ok(()) => {
-                        applied.push(e.seq);
-                        progressed = true;
-                        metrics::counter!("flux_outbox_replay_total", "result" => "ok").increment(1);
-                        let mut st = self.state.lock();
-                        st.failures.remove(&e.seq);
-                        st.applied_total += 1;
-                        st.last_replay_at = Some(time::now());
-                        st.target_down_until = None;
-                        st.target_down_attempts = 0;
-                    }
-                    Err(err) => {
-                        metrics::counter!("flux_outbox_replay_total", "result" => "error").increment(1);
-                        // The lock guard lives in this block only: the await below must not hold it.
-                        let target_down = {
-                            let mut st = self.state.lock();
-                            st.last_error = Some(ReplayError {
-                                entity: e.entity.clone(),
-                                id: e.id.clone(),
-                                message: err.message().to_owned(),
-                                at: time::now(),
-                            });
-                            if let ApplyError::Unavailable(msg) = &err {
-                                st.target_down_attempts += 1;
-                                let wait = backoff(st.target_down_attempts);
-                                st.target_down_until = Some(Instant::now() + wait);
-                                tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, target = self.target.name(),
-                                    attempt = st.target_down_attempts, error = %msg, "outbox replay: secondary unavailable; backing off");
-                                Some(wait)
-                            } else {
-                                let f = st
-                                    .failures
-                                    .entry(e.seq)
-                                    .or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
-                                f.attempts += 1;
-                                let wait = backoff(f.attempts);
-                                f.next_attempt = Instant::now() + wait;
-                                let attempts = f.attempts;
-                                next_due = next_due.min(wait);
-                                if attempts >= STUCK_AFTER {
-                                    tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
-                                        error = %err.message(), "outbox entry stuck; it keeps being retried (fluxstudio validate --repair fixes the record)");
-                                } else {
-                                    tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
-                                        error = %err.message(), "outbox replay failed; will retry");
-                                }
-                                None
-                            }
-                        };
-                        if let Some(wait) = target_down {
-                            self.source.mark_applied(&applied).await;
-                            return wait;
+                    if let Some(f) = st.failures.get(&e.seq) {
+                        let now = Instant::now();
+                        if f.next_attempt > now {
+                            next_due = next_due.min(f.next_attempt - now);
+                            blocked.insert(e.ordering_key.clone());
+                            continue;
                         }
-                        blocked.insert(e.ordering_key.clone());
+                    }
+                    eligible.push(e.clone());
+                }
+            }
+            let mut applied = Vec::new();
+            for chunk in eligible.chunks(BATCH) {
+                let chunk: Vec<OutboxEntry> =
+                    chunk.iter().filter(|e| !blocked.contains(&e.ordering_key)).cloned().collect();
+                if chunk.is_empty() {
+                    continue;
+                }
+                match self.target.apply_batch(&chunk).await {
+                    Ok(()) => {
+                        applied.extend(chunk.iter().map(|e| e.seq));
+                        self.record_success(&chunk);
+                    }
+                    Err(ApplyError::Unavailable(msg)) => {
+                        let wait = self.record_failure(&chunk[0], &ApplyError::Unavailable(msg));
+                        self.source.mark_applied(&applied).await;
+                        return wait.unwrap_or(next_due);
+                    }
+                    Err(ApplyError::Failed(_)) => {
+                        // Find the culprit(s): one by one, each failure holding back only its own aggregate.
+                        for e in &chunk {
+                            if blocked.contains(&e.ordering_key) {
+                                continue;
+                            }
+                            match self.target.apply(e).await {
+                                Ok(()) => {
+                                    applied.push(e.seq);
+                                    self.record_success(std::slice::from_ref(e));
+                                }
+                                Err(err) => {
+                                    if let Some(wait) = self.record_failure(e, &err) {
+                                        self.source.mark_applied(&applied).await;
+                                        return wait;
+                                    }
+                                    let due = self.state.lock().failures.get(&e.seq).map(|f| f.next_attempt);
+                                    if let Some(due) = due {
+                                        next_due = next_due.min(due.saturating_duration_since(Instant::now()));
+                                    }
+                                    blocked.insert(e.ordering_key.clone());
+                                }
+                            }
+                        }
                     }
                 }
             }
+            let progressed = !applied.is_empty();
             self.source.mark_applied(&applied).await;
             if !progressed || batch.len() < 1000 {
                 return next_due;
             }
         }
+    }
+
+    fn record_success(&self, entries: &[OutboxEntry]) {
+        metrics::counter!("flux_outbox_replay_total", "result" => "ok").increment(entries.len() as u64);
+        let mut st = self.state.lock();
+        for e in entries {
+            st.failures.remove(&e.seq);
+        }
+        st.applied_total += entries.len() as u64;
+        st.last_replay_at = Some(time::now());
+        st.target_down_until = None;
+        st.target_down_attempts = 0;
+    }
+
+    /// Records a failed attempt. `Some(wait)` when the secondary as a whole is unreachable (the pass stops).
+    fn record_failure(&self, e: &OutboxEntry, err: &ApplyError) -> Option<Duration> {
+        metrics::counter!("flux_outbox_replay_total", "result" => "error").increment(1);
+        let mut st = self.state.lock();
+        st.last_error = Some(ReplayError {
+            entity: e.entity.clone(),
+            id: e.id.clone(),
+            message: err.message().to_owned(),
+            at: time::now(),
+        });
+        if let ApplyError::Unavailable(msg) = err {
+            st.target_down_attempts += 1;
+            let wait = backoff(st.target_down_attempts);
+            st.target_down_until = Some(Instant::now() + wait);
+            tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, target = self.target.name(),
+                attempt = st.target_down_attempts, error = %msg, "outbox replay: secondary unavailable; backing off");
+            return Some(wait);
+        }
+        let f = st.failures.entry(e.seq).or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
+        f.attempts += 1;
+        let wait = backoff(f.attempts);
+        f.next_attempt = Instant::now() + wait;
+        let attempts = f.attempts;
+        if attempts >= STUCK_AFTER {
+            tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
+                error = %err.message(), "outbox entry stuck; it keeps being retried (fluxstudio validate --repair fixes the record)");
+        } else {
+            tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
+                error = %err.message(), "outbox replay failed; will retry");
+        }
+        None
     }
 }
 

@@ -100,6 +100,9 @@ struct Shared {
 pub struct JsonStore {
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Writes hold it shared; a store switch takes it exclusively to pause writes (they wait, they do not fail)
+    /// while the outbox drains its last entries.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct Segment {
@@ -222,7 +225,7 @@ impl JsonStore {
             .name("json-journal".into())
             .spawn(move || journal_loop(s3, segment, job_tx))
             .map_err(|e| io("starting journal thread", e))?;
-        Ok(JsonStore { shared, thread: Mutex::new(Some(handle)) })
+        Ok(JsonStore { shared, thread: Mutex::new(Some(handle)), gate: Arc::new(tokio::sync::RwLock::new(())) })
     }
 
     /// The dual-json outbox (entries pending for PostgreSQL).
@@ -259,6 +262,12 @@ impl JsonStore {
         true
     }
 
+    /// Pauses writes: waits (at most `timeout`) until every admitted write is durable, then holds new ones at the
+    /// gate until the guard is dropped. `None` when the in-flight writes did not finish in time.
+    pub async fn pause_writes(&self, timeout: Duration) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        tokio::time::timeout(timeout, self.gate.clone().write_owned()).await.ok()
+    }
+
     pub fn outbox_epoch(&self) -> Option<u64> {
         self.shared.writer.lock().outbox_epoch
     }
@@ -285,7 +294,10 @@ impl JsonStore {
         f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>, Vec<DomainEvent>)>,
     ) -> StoreResult<R> {
         let started = Instant::now();
-        let result = self.write_inner(f).await;
+        let result = {
+            let _admitted = self.gate.read().await;
+            self.write_inner(f).await
+        };
         // Domain outcomes (not found, conflict, rejected) are answers, not store errors.
         if let Err(StoreError::Unavailable(_) | StoreError::Other(_)) = &result {
             metrics::counter!("flux_store_errors_total", "backend" => "json", "op" => "write").increment(1);

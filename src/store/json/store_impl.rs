@@ -60,9 +60,17 @@ impl crate::store::outbox::OutboxTarget for JsonStore {
     }
 
     async fn apply(&self, entry: &crate::store::outbox::OutboxEntry) -> Result<(), crate::store::outbox::ApplyError> {
+        self.apply_batch(std::slice::from_ref(entry)).await
+    }
+
+    /// One journal record (one fsync) for the whole batch.
+    async fn apply_batch(
+        &self,
+        entries: &[crate::store::outbox::OutboxEntry],
+    ) -> Result<(), crate::store::outbox::ApplyError> {
         use crate::store::outbox::ApplyError;
-        let op = entry.to_op().map_err(ApplyError::Failed)?;
-        self.apply_ops(vec![op]).await.map_err(|e| match e {
+        let ops = entries.iter().map(|e| e.to_op()).collect::<Result<Vec<_>, _>>().map_err(ApplyError::Failed)?;
+        self.apply_ops(ops).await.map_err(|e| match e {
             StoreError::Unavailable(m) => ApplyError::Unavailable(m),
             other => ApplyError::Failed(other.to_string()),
         })

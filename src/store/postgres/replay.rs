@@ -26,64 +26,80 @@ fn map_err(e: mapping::MapError) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Applies one journal op as it stands (after-image or delete).
-    pub async fn apply_op(&self, op: &Op) -> StoreResult<()> {
-        match op {
-            Op::PutUser { rec } => return self.put_user(rec).await,
-            Op::AddActivity { rec } => return self.put_activity(rec).await,
-            _ => {}
-        }
+    /// Applies journal ops as they stand (after-images or deletes) in one transaction, in order.
+    pub async fn apply_ops(&self, ops: &[Op]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let ids = match op {
-            Op::PutUser { .. } | Op::AddActivity { .. } => unreachable!("handled above"),
-            Op::DelUser { id } => {
-                self.delete_with_tombstone(&mut tx, Entity::User, id, "delete from users where id = $1").await?;
-                vec![]
-            }
-            Op::PutProject { rec } => {
-                self.put_project_header(&mut tx, rec).await?;
-                vec![(Entity::Project, rec.id.as_str())]
-            }
-            Op::DelProject { id } => {
-                self.delete_with_tombstone(&mut tx, Entity::Project, id, rows::DELETE_PROJECT).await?;
-                vec![]
-            }
-            Op::PutTask { project, rec, .. } => {
-                self.put_task(&mut tx, project, rec).await?;
-                vec![(Entity::Task, rec.id.as_str())]
-            }
-            Op::DelTask { id, .. } => {
-                self.delete_with_tombstone(&mut tx, Entity::Task, id, "delete from tasks where id = $1").await?;
-                vec![]
-            }
-            Op::PutMilestone { project, pos, rec } => {
-                self.put_milestone(&mut tx, project, *pos, rec).await?;
-                vec![(Entity::Milestone, rec.id.as_str())]
-            }
-            Op::DelMilestone { id, .. } => {
-                self.delete_with_tombstone(&mut tx, Entity::Milestone, id, "delete from milestones where id = $1")
-                    .await?;
-                vec![]
-            }
-            Op::PutTeam { rec } => {
-                self.write_team(&mut tx, rec).await?;
-                vec![(Entity::Team, rec.id.as_str())]
-            }
-            Op::DelTeam { id } => {
-                self.delete_with_tombstone(&mut tx, Entity::Team, id, "delete from teams where id = $1").await?;
-                vec![]
-            }
-            Op::PutFile { rec } => {
-                self.put_file(&mut tx, rec).await?;
-                vec![(Entity::File, rec.id.as_str())]
-            }
-            Op::DelFile { id } => {
-                self.delete_with_tombstone(&mut tx, Entity::File, id, "delete from files where id = $1").await?;
-                vec![]
-            }
-        };
+        let mut ids: Vec<(Entity, &str)> = Vec::new();
+        for op in ops {
+            self.apply_op_on(&mut tx, op, &mut ids).await?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         self.remember_ids(&ids);
+        Ok(())
+    }
+
+    async fn apply_op_on<'a>(
+        &self,
+        tx: &mut PgConnection,
+        op: &'a Op,
+        ids: &mut Vec<(Entity, &'a str)>,
+    ) -> StoreResult<()> {
+        match op {
+            Op::PutUser { rec } => {
+                let row = mapping::user_to_row(rec).map_err(map_err)?;
+                self.record_ids(tx, &[(Entity::User, &rec.id)]).await?;
+                rows::upsert_user(tx, &row).await.map_err(|e| self.err(e))?;
+                ids.push((Entity::User, &rec.id));
+            }
+            Op::AddActivity { rec } => {
+                let resolved = match rec.entity_id.as_deref() {
+                    Some(e) if mapping::member_is_email(e) => self.find_user_by_email(tx, e).await?.map(|u| u.id),
+                    _ => None,
+                };
+                let row = mapping::activity_to_row(rec, resolved).map_err(map_err)?;
+                self.record_ids(tx, &[(Entity::Activity, &rec.id)]).await?;
+                rows::insert_activity(tx, &row).await.map_err(|e| self.err(e))?;
+                ids.push((Entity::Activity, &rec.id));
+            }
+            Op::DelUser { id } => {
+                self.delete_with_tombstone(tx, Entity::User, id, "delete from users where id = $1").await?;
+            }
+            Op::PutProject { rec } => {
+                self.put_project_header(tx, rec).await?;
+                ids.push((Entity::Project, &rec.id));
+            }
+            Op::DelProject { id } => {
+                self.delete_with_tombstone(tx, Entity::Project, id, rows::DELETE_PROJECT).await?;
+            }
+            Op::PutTask { project, rec, .. } => {
+                self.put_task(tx, project, rec).await?;
+                ids.push((Entity::Task, &rec.id));
+            }
+            Op::DelTask { id, .. } => {
+                self.delete_with_tombstone(tx, Entity::Task, id, "delete from tasks where id = $1").await?;
+            }
+            Op::PutMilestone { project, pos, rec } => {
+                self.put_milestone(tx, project, *pos, rec).await?;
+                ids.push((Entity::Milestone, &rec.id));
+            }
+            Op::DelMilestone { id, .. } => {
+                self.delete_with_tombstone(tx, Entity::Milestone, id, "delete from milestones where id = $1").await?;
+            }
+            Op::PutTeam { rec } => {
+                self.write_team(tx, rec).await?;
+                ids.push((Entity::Team, &rec.id));
+            }
+            Op::DelTeam { id } => {
+                self.delete_with_tombstone(tx, Entity::Team, id, "delete from teams where id = $1").await?;
+            }
+            Op::PutFile { rec } => {
+                self.put_file(tx, rec).await?;
+                ids.push((Entity::File, &rec.id));
+            }
+            Op::DelFile { id } => {
+                self.delete_with_tombstone(tx, Entity::File, id, "delete from files where id = $1").await?;
+            }
+        }
         Ok(())
     }
 
@@ -179,8 +195,13 @@ impl OutboxTarget for PostgresStore {
     }
 
     async fn apply(&self, entry: &OutboxEntry) -> Result<(), ApplyError> {
-        let op = entry.to_op().map_err(ApplyError::Failed)?;
-        self.apply_op(&op).await.map_err(|e| match e {
+        self.apply_batch(std::slice::from_ref(entry)).await
+    }
+
+    /// One transaction for the whole batch: replay's cost is round trips, not rows.
+    async fn apply_batch(&self, entries: &[OutboxEntry]) -> Result<(), ApplyError> {
+        let ops = entries.iter().map(|e| e.to_op()).collect::<Result<Vec<_>, _>>().map_err(ApplyError::Failed)?;
+        self.apply_ops(&ops).await.map_err(|e| match e {
             StoreError::Unavailable(m) => ApplyError::Unavailable(m),
             other => ApplyError::Failed(other.to_string()),
         })
