@@ -242,10 +242,14 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         StoreMode::Json => None,
         _ => Some(open_postgres(&config).await?),
     };
-    if persisted.mode != mode || PersistedMode::read(&data_dir).ok().flatten().is_none() {
-        let mut p = persisted.clone();
-        p.mode = mode;
-        p.write(&data_dir)
+    // Switches persist the mode, and so does a start in a dual mode (its outbox is an obligation a later start must
+    // not forget); a forced start over a different persisted mode records the override. A plain json or postgres
+    // start writes nothing, so changing the configuration of such a deployment still takes effect.
+    let on_disk = PersistedMode::read(&data_dir).ok().flatten();
+    let dual = matches!(mode, StoreMode::DualJson | StoreMode::DualPostgres);
+    if on_disk.as_ref().is_some_and(|d| d.mode != mode) || (dual && on_disk.is_none()) {
+        persisted
+            .write(&data_dir)
             .map_err(|e| StartError::Config(format!("{}: {e}", data_dir.join(modes::STATE_FILE).display())))?;
     }
     let opened = Opened { json, postgres };

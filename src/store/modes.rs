@@ -226,6 +226,16 @@ impl StoreControl {
             switching: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
+        if let (StoreMode::Json, Some(j)) = (mode, &control.json) {
+            let pending = j.outbox().depth().0;
+            if pending > 0 {
+                tracing::warn!(
+                    pending,
+                    "json mode with outbox entries never replayed: PostgreSQL misses these writes \
+                    (switch to dual-json to replay them, or treat PostgreSQL as stale)"
+                );
+            }
+        }
         if mode == StoreMode::DualJson {
             control.start_dual_json();
             control.slot.store(Arc::new(StoreSlot { store: control.dual_json_store(), mode }));
