@@ -227,7 +227,7 @@ impl StoreControl {
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
         if let (StoreMode::Json, Some(j)) = (mode, &control.json) {
-            let pending = j.outbox().depth().0;
+            let pending = j.outbox().pending_snapshot().len();
             if pending > 0 {
                 tracing::warn!(
                     pending,
