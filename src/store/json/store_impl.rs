@@ -35,14 +35,28 @@ impl JsonStore {
     /// is an error, so the caller retries instead of losing it; deleting what is already gone is a no-op.
     pub async fn apply_ops(&self, ops: Vec<Op>) -> StoreResult<()> {
         self.write(move |state| {
+            // Projects as they will be at each op: the batch may create (or delete) a project before its children.
+            let mut added: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let mut removed: std::collections::HashSet<&str> = std::collections::HashSet::new();
             for op in &ops {
                 let parent = match op {
+                    Op::PutProject { rec } => {
+                        added.insert(&rec.id);
+                        removed.remove(rec.id.as_str());
+                        None
+                    }
+                    Op::DelProject { id } => {
+                        removed.insert(id);
+                        added.remove(id.as_str());
+                        None
+                    }
                     Op::PutTask { project, .. } | Op::PutMilestone { project, .. } => Some(project.as_str()),
                     Op::AddActivity { rec } => Some(rec.project_id.as_str()),
                     _ => None,
                 };
                 if let Some(p) = parent {
-                    if !state.projects.contains_key(p) {
+                    let present = added.contains(p) || (state.projects.contains_key(p) && !removed.contains(p));
+                    if !present {
                         return Err(StoreError::Other(format!("project {p} is not in the JSON store (yet)")));
                     }
                 }
