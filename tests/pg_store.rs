@@ -1187,7 +1187,7 @@ async fn outbox_rows_exist_only_for_committed_writes_and_replay_into_json_in_ord
 
     // Not recording: nothing is written.
     let mut tx = pg.pool().begin().await.unwrap();
-    pg.record_outbox(&mut tx, &[project.clone()]).await.unwrap();
+    pg.record_outbox(&mut tx, std::slice::from_ref(&project)).await.unwrap();
     tx.commit().await.unwrap();
     pg.enable_outbox(7);
     // A rolled-back write leaves no entry; committed ones do, in order.
