@@ -8,8 +8,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Map, Value};
+use indexmap::IndexMap;
 
+use super::dto::{OutboxSummary, ReadyCheck, ReadyResponse};
 use crate::app::AppState;
 use crate::store::StoreError;
 use crate::telemetry;
@@ -19,6 +20,10 @@ use crate::telemetry;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// 200 `ready` when the live store passes its probe; 503 `not_ready` when it fails or the server is shutting down.
+#[utoipa::path(get, path = "/health/ready", tag = "ops", responses(
+    (status = 200, description = "The live store passed its probe", body = ReadyResponse),
+    (status = 503, description = "`not_ready` (probe failed, or shutting down)", body = ReadyResponse),
+))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let mode = state.mode();
     let store = state.store();
@@ -30,30 +35,25 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Err(_) => Err("timed out".to_owned()),
     };
     let latency_ms = (started.elapsed().as_secs_f64() * 1e5).round() / 100.0;
-    let mut check = Map::new();
-    check.insert("ok".into(), Value::Bool(outcome.is_ok()));
-    check.insert("latencyMs".into(), json!(latency_ms));
-    if let Err(reason) = &outcome {
-        check.insert("error".into(), Value::String(reason.clone()));
-    }
-    let mut checks = Map::new();
-    checks.insert(store.backend().into(), Value::Object(check));
+    let check = ReadyCheck { ok: outcome.is_ok(), latency_ms, error: outcome.as_ref().err().cloned() };
     let ready = outcome.is_ok() && !state.is_draining();
-    let mut body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "mode": mode.as_str(),
-        "checks": checks,
+    let mut body = ReadyResponse {
+        status: if ready { "ready" } else { "not_ready" },
+        mode: mode.as_str(),
+        checks: IndexMap::from([(store.backend(), check)]),
         // The JSON mode has no outbox; the dual modes report theirs here (store-modes.md §2).
-        "outbox": { "depth": 0, "oldestPendingAgeSeconds": null },
-    });
+        outbox: OutboxSummary { depth: 0, oldest_pending_age_seconds: None },
+        message: None,
+        code: None,
+    };
     if ready {
         return (StatusCode::OK, axum::Json(body)).into_response();
     }
     if let Err(reason) = &outcome {
         tracing::warn!(reason = %reason, "readiness check failed");
     }
-    body["message"] = json!("Store not ready");
-    body["code"] = json!("not_ready");
+    body.message = Some("Store not ready");
+    body.code = Some("not_ready");
     let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
     resp
@@ -62,6 +62,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// `/metrics` on the main port: loopback peers only, and only when no proxy forwarded the request (a reverse
 /// proxy on the same host would otherwise expose it); nobody at all when `FLUX_METRICS_ADDR` moves it to its own
 /// listener. Everyone else gets the same plain 404 as an unknown path.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text format (loopback clients only, or only on `FLUX_METRICS_ADDR`)",
+     content_type = "text/plain", body = String),
+    (status = 404, description = "Not a loopback client, or served on its own listener", content_type = "text/plain",
+     body = String),
+))]
 pub async fn metrics_on_main_port(State(state): State<AppState>, req: Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let forwarded = req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");
