@@ -6,9 +6,7 @@ use axum::response::Response;
 use axum::Json;
 use serde_json::Value;
 
-use super::dto::{
-    AuthResponse, GoogleLoginRequest, LoginRequest, MessageResponse, SignupRequest, UserDto,
-};
+use super::dto::{AuthResponse, GoogleLoginRequest, LoginRequest, MessageResponse, SignupRequest, UserDto};
 use super::extract::JsonObject;
 use super::json_response;
 use crate::app::AppState;

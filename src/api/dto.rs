@@ -612,6 +612,9 @@ fn vocab_schema(v: &vocab::Vocab) -> Object {
         .build()
 }
 
+fn signup_user_type() -> Object {
+    ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)).enum_values(Some(["client", "designer"])).build()
+}
 fn project_status() -> Object {
     vocab_schema(&vocab::PROJECT_STATUS)
 }
@@ -634,8 +637,8 @@ fn member_role() -> Object {
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignupRequest {
-    /// `local@domain` with a dot in the domain, no whitespace.
-    #[schema(max_length = 254, pattern = r"\S")]
+    /// `local@domain` with a dot inside the domain, no whitespace.
+    #[schema(max_length = 254, pattern = r"^\s*[^\s@]+@[^\s@.][^\s@]*\.[^\s@]*[^\s@.]\s*$")]
     pub email: String,
     /// 8 characters to 72 bytes of UTF-8.
     #[schema(min_length = 8)]
@@ -643,7 +646,7 @@ pub struct SignupRequest {
     #[schema(max_length = 255, pattern = r"\S")]
     pub name: String,
     /// `client` (default) or `designer`; `admin` is refused with 403 `admin_signup_forbidden`.
-    #[schema(nullable = false)]
+    #[schema(schema_with = signup_user_type)]
     pub user_type: Option<String>,
 }
 
@@ -759,17 +762,27 @@ pub struct MilestoneUpdateRequest {
     pub status: Option<String>,
 }
 
-/// Exactly one of `userId` and `email`.
+/// Exactly one of `userId` and `email` (both or neither → 400 `validation_failed`).
 #[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberAddRequest {
-    #[schema(nullable = false)]
-    pub user_id: Option<String>,
-    #[schema(nullable = false)]
-    pub email: Option<String>,
-    /// Default `member`.
-    #[schema(schema_with = member_role)]
-    pub role: Option<String>,
+#[serde(untagged)]
+pub enum MemberAddRequest {
+    #[serde(rename_all = "camelCase")]
+    ById {
+        /// A user id (legacy ids accepted).
+        #[schema(pattern = r"\S")]
+        user_id: String,
+        /// Default `member`.
+        #[schema(schema_with = member_role)]
+        role: Option<String>,
+    },
+    ByEmail {
+        /// Looked up like a login: the exact address, else a unique case-insensitive match.
+        #[schema(pattern = r"\S")]
+        email: String,
+        /// Default `member`.
+        #[schema(schema_with = member_role)]
+        role: Option<String>,
+    },
 }
 
 #[derive(ToSchema)]

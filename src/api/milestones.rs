@@ -42,8 +42,11 @@ pub async fn create_milestone(
         .insert_milestone(&id, input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating milestone"))?;
-    let body =
-        MilestoneResponse { success: true, message: "Milestone created successfully", milestone: MilestoneDto::new(&id, &m) };
+    let body = MilestoneResponse {
+        success: true,
+        message: "Milestone created successfully",
+        milestone: MilestoneDto::new(&id, &m),
+    };
     Ok(json_response(&body))
 }
 
@@ -86,7 +89,10 @@ pub async fn update_milestone(
         .update_milestone(&id, &milestone_id, patch, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating milestone"))?;
-    let body =
-        MilestoneResponse { success: true, message: "Milestone updated successfully", milestone: MilestoneDto::new(&id, &m) };
+    let body = MilestoneResponse {
+        success: true,
+        message: "Milestone updated successfully",
+        milestone: MilestoneDto::new(&id, &m),
+    };
     Ok(json_response(&body))
 }

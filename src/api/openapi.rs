@@ -117,7 +117,8 @@ fn add_message_error(op: &mut Operation, status: &str, description: &str) {
         }
         Some(RefOr::T(resp)) => {
             let Some(content) = resp.content.get_mut("application/json") else { return };
-            let is_success_family = matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/SuccessError"));
+            let is_success_family =
+                matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/SuccessError"));
             if is_success_family {
                 content.schema = Some(error_ref("EitherError"));
             }

@@ -115,8 +115,11 @@ pub async fn create_project(
         .insert_project(input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating project"))?;
-    let body =
-        ProjectResponse { success: true, message: "Project created successfully", project: ProjectDto::from(&*project) };
+    let body = ProjectResponse {
+        success: true,
+        message: "Project created successfully",
+        project: ProjectDto::from(&*project),
+    };
     Ok(json_response(&body))
 }
 
@@ -180,8 +183,11 @@ pub async fn update_project(
     })?;
     let project =
         store.update_project(&id, fields.patch).await.map_err(|e| ApiError::from_store(e, "Error updating project"))?;
-    let body =
-        ProjectResponse { success: true, message: "Project updated successfully", project: ProjectDto::from(&*project) };
+    let body = ProjectResponse {
+        success: true,
+        message: "Project updated successfully",
+        project: ProjectDto::from(&*project),
+    };
     Ok(json_response(&body))
 }
 
@@ -248,11 +254,7 @@ pub async fn link_channel(
     (status = 200, body = ChannelResponse),
     (status = 404, description = "`project_not_found`", body = MessageError),
 ))]
-pub async fn get_channel(
-    State(state): State<AppState>,
-    auth: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+pub async fn get_channel(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> ApiResult<Response> {
     let (project, _) = member_project(&state.store(), &id, &auth.0, "Error retrieving channel").await?;
     let has_channel = project
         .channel_metadata

@@ -117,7 +117,8 @@ pub async fn create_task(
         .insert_task(&project_id, input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating task"))?;
-    let body = TaskResponse { success: true, message: "Task created successfully", task: TaskDto::new(&project_id, &task) };
+    let body =
+        TaskResponse { success: true, message: "Task created successfully", task: TaskDto::new(&project_id, &task) };
     Ok(json_response(&body))
 }
 
@@ -150,7 +151,8 @@ pub async fn update_task(
         .update_task(&project_id, &task_id, patch, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating task"))?;
-    let body = TaskResponse { success: true, message: "Task updated successfully", task: TaskDto::new(&project_id, &task) };
+    let body =
+        TaskResponse { success: true, message: "Task updated successfully", task: TaskDto::new(&project_id, &task) };
     Ok(json_response(&body))
 }
 

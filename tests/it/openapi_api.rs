@@ -128,7 +128,10 @@ async fn error_code_enum_is_exactly_the_closed_list_of_the_spec() {
         .collect();
     assert_eq!(documented, ERROR_CODES);
     for family in ["MessageError", "SuccessError"] {
-        assert_eq!(doc["components"]["schemas"][family]["properties"]["code"]["$ref"], "#/components/schemas/ErrorCode");
+        assert_eq!(
+            doc["components"]["schemas"][family]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
     }
     // The §1.4 table of the contract, minus the codes it marks as Socket.IO-only (status "—").
     let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/http-api.md"))
