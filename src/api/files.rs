@@ -341,8 +341,8 @@ fn stored_path(dir: &FsPath, filename: &str) -> Option<PathBuf> {
 /// for SVG so an uploaded image cannot run script on our origin.
 #[utoipa::path(get, path = "/uploads/{filename}", tag = "files",
     params(("filename" = String, Path, description = "The stored name (`filename` of a file record)")), responses(
-    (status = 200, description = "The bytes, typed by extension, `nosniff`; SVG with a sandboxing CSP",
-     content_type = "application/octet-stream", body = String),
+    (status = 200, description = "The bytes, typed from the extension allow-list (§10), `nosniff`; SVG with a \
+     sandboxing CSP", content_type = "*/*", body = String),
     (status = 404, description = "No such file", content_type = "text/plain", body = String),
 ))]
 pub async fn serve_upload(State(state): State<AppState>, Path(filename): Path<String>) -> Response {

@@ -204,7 +204,7 @@ pub async fn docs_page() -> Response {
 #[utoipa::path(get, path = "/api/docs/{file}", tag = "ops",
     params(("file" = String, Path, description = "A Swagger UI asset (`swagger-ui.css`, `swagger-ui-bundle.js`, …)")),
     responses(
-        (status = 200, description = "The asset", content_type = "application/octet-stream", body = String),
+        (status = 200, description = "The asset (HTML, CSS, JS, PNG)", content_type = "*/*", body = String),
         (status = 404, description = "No such asset", content_type = "text/plain", body = String),
     )
 )]

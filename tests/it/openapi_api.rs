@@ -86,8 +86,9 @@ async fn every_route_of_the_route_table_is_documented_and_served() {
     let extra: Vec<_> = documented.difference(&table).collect();
     assert!(extra.is_empty(), "documented operations that the route table does not serve: {extra:?}");
     // And the server really routes each one (an unknown route would be 404 `route_not_found`).
+    let param = Regex::new(r"\{[^}]+\}").unwrap();
     for (method, path) in &documented {
-        let concrete = Regex::new(r"\{[^}]+\}").unwrap().replace_all(path, "x");
+        let concrete = param.replace_all(path, "x");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = app.call(m, &concrete, None, None).await;
         assert_ne!(r.body["code"], "route_not_found", "{method} {path} is documented but not routed");
