@@ -6,6 +6,7 @@
 # that was served). Used as the last step of scripts/test.sh.
 #
 #   scripts/fuzz-api.sh [--max-examples N] [--seed N] [-- extra schemathesis args]
+#   FUZZ_CONFIG=other.toml scripts/fuzz-api.sh     # another schemathesis.toml (e.g. with more checks)
 #
 # schemathesis comes from PyPI into a venv under target/ (reused while its version matches). With the default 40
 # examples per operation the run takes about a minute on a 2-core machine (budget: three).
@@ -88,7 +89,7 @@ PY
 
 echo "fuzz-api.sh: schemathesis $SCHEMATHESIS_VERSION against $BASE (max $MAX_EXAMPLES examples per operation, seed $SEED)"
 status=0
-"$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run "$BASE/api/openapi.json" \
+"$VENV/bin/schemathesis" --config-file "${FUZZ_CONFIG:-scripts/schemathesis.toml}" run "$BASE/api/openapi.json" \
   --url "$BASE" \
   --header "Authorization: Bearer $TOKEN" \
   --max-examples "$MAX_EXAMPLES" \

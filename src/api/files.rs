@@ -263,7 +263,7 @@ pub async fn get_file(State(state): State<AppState>, auth: AuthUser, Path(id): P
 }
 
 #[utoipa::path(put, path = "/api/files/{id}", tag = "files", security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "File record id")), request_body = FileUpdateRequest, responses(
+    params(("id" = String, Path, description = "File record id")), request_body = Option<FileUpdateRequest>, responses(
     (status = 200, description = "Updated (partial); the record, bare", body = FileDto),
     (status = 400, description = "`validation_failed`", body = MessageError),
     (status = 404, description = "`file_not_found`", body = MessageError),

@@ -56,7 +56,7 @@ pub async fn create_milestone(
         ("id" = String, Path, description = "Project id"),
         ("milestone_id" = String, Path, description = "Milestone id"),
     ),
-    request_body = MilestoneUpdateRequest, responses(
+    request_body = Option<MilestoneUpdateRequest>, responses(
     (status = 200, description = "Updated (partial)", body = MilestoneResponse),
     (status = 400, description = "`validation_failed`", body = SuccessError),
     (status = 403, description = "`permission_denied`: viewers cannot modify milestones", body = SuccessError),

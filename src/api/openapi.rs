@@ -9,6 +9,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -134,6 +135,27 @@ fn add_message_error(op: &mut Operation, status: &str, description: &str) {
     }
 }
 
+/// A partial update's body may be absent (it counts as `{}`), which utoipa can only express as
+/// `request_body = Option<T>`; that also makes the schema `oneOf [null, T]`, but a `null` body is 400
+/// `invalid_json`. Keeps `required: false` and the plain `T`.
+fn optional_body_is_not_null(body: &mut utoipa::openapi::request_body::RequestBody) {
+    use utoipa::openapi::schema::Schema;
+    for content in body.content.values_mut() {
+        let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else { continue };
+        let non_null: Vec<_> = one_of
+            .items
+            .iter()
+            .filter(
+                |item| !matches!(item, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null)),
+            )
+            .cloned()
+            .collect();
+        if let [only] = non_null.as_slice() {
+            content.schema = Some(only.clone());
+        }
+    }
+}
+
 /// The responses every route shares, and the bearer scheme.
 pub struct SharedResponses;
 
@@ -159,7 +181,8 @@ impl Modify for SharedResponses {
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add_message_error(op, "401", "`auth_required`, `invalid_token` or `token_expired`");
                 }
-                if op.request_body.is_some() {
+                if let Some(body) = op.request_body.as_mut() {
+                    optional_body_is_not_null(body);
                     add_message_error(op, "400", "`invalid_json`: the body is not a JSON object");
                     add_message_error(op, "413", "`payload_too_large`");
                     add_message_error(op, "415", "`unsupported_media_type`");

@@ -156,7 +156,7 @@ pub async fn get_project(
 /// Field errors are answered in the success family, everything else in the message family (http-api.md §1.3
 /// rule 2).
 #[utoipa::path(put, path = "/api/projects/{id}", tag = "projects", security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "Project id")), request_body = ProjectUpdateRequest, responses(
+    params(("id" = String, Path, description = "Project id")), request_body = Option<ProjectUpdateRequest>, responses(
     (status = 200, description = "Updated (partial)", body = ProjectResponse),
     (status = 400, description = "`validation_failed` (success family)", body = SuccessError),
     (status = 403, description = "`permission_denied`: not an owner or admin", body = MessageError),

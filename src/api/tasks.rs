@@ -124,7 +124,7 @@ pub async fn create_task(
 
 #[utoipa::path(put, path = "/api/projects/{id}/tasks/{task_id}", tag = "tasks", security(("bearerAuth" = [])),
     params(("id" = String, Path, description = "Project id"), ("task_id" = String, Path, description = "Task id")),
-    request_body = TaskUpdateRequest, responses(
+    request_body = Option<TaskUpdateRequest>, responses(
     (status = 200, description = "Updated (partial); the task as stored", body = TaskResponse),
     (status = 400, description = "`validation_failed`", body = SuccessError),
     (status = 403, description = "`permission_denied`: viewers cannot modify tasks", body = SuccessError),
