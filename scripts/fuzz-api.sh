@@ -7,6 +7,7 @@
 #
 #   scripts/fuzz-api.sh [--max-examples N] [--seed N] [-- extra schemathesis args]
 #   FUZZ_CONFIG=other.toml scripts/fuzz-api.sh     # another schemathesis.toml (e.g. with more checks)
+#   FUZZ_SERVER_ARGS="--store postgres --database-url postgres://…/empty_db" scripts/fuzz-api.sh
 #
 # schemathesis comes from PyPI into a venv under target/ (reused while its version matches). With the default 40
 # examples per operation the run takes about a minute on a 2-core machine (budget: three).
@@ -67,7 +68,7 @@ chmod -R u+w "$WORK/data"
 mkfifo "$WORK/stdout"
 JWT_SECRET=fuzz-secret-0123456789abcdef0123456789abcdef RUST_LOG=warn \
   target/debug/fluxstudio --no-env-file --data-dir "$WORK/data" serve --host 127.0.0.1 --port 0 \
-  --rate-limit off --bcrypt-cost 4 >"$WORK/stdout" 2>"$WORK/server.log" &
+  --rate-limit off --bcrypt-cost 4 ${FUZZ_SERVER_ARGS:-} >"$WORK/stdout" 2>"$WORK/server.log" &
 SERVER_PID=$!
 exec 3<"$WORK/stdout"
 if ! read -r -t 60 line <&3; then
@@ -78,12 +79,17 @@ fi
 ADDR=$(echo "$line" | awk '{print $3}')
 BASE="http://$ADDR"
 
-# A fixture designer who is a member of fixture projects (PASSWORDS.md).
+# A fixture designer who is a member of fixture projects (PASSWORDS.md); a store without the fixtures (an empty
+# PostgreSQL database) gets a new account instead.
 TOKEN=$(python3 - "$BASE" <<'PY'
-import json, sys, urllib.request
-body = json.dumps({"email": "lena.fischer@example.com", "password": "rocket-Lena-9000"}).encode()
-req = urllib.request.Request(sys.argv[1] + "/api/auth/login", body, {"content-type": "application/json"})
-print(json.load(urllib.request.urlopen(req))["token"])
+import json, sys, urllib.error, urllib.request
+def post(path, body):
+    req = urllib.request.Request(sys.argv[1] + path, json.dumps(body).encode(), {"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(req))["token"]
+try:
+    print(post("/api/auth/login", {"email": "lena.fischer@example.com", "password": "rocket-Lena-9000"}))
+except urllib.error.HTTPError:
+    print(post("/api/auth/signup", {"email": "fuzz@example.com", "password": "fuzz-password-1", "name": "Fuzz"}))
 PY
 )
 

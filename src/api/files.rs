@@ -238,15 +238,17 @@ async fn own_file(state: &AppState, auth: &AuthUser, id: &str, msg_500: &str) ->
 #[utoipa::path(get, path = "/api/files", tag = "files", security(("bearerAuth" = [])),
     params(("projectId" = Option<String>, Query, description = "Only files uploaded to this project")), responses(
     (status = 200, description = "The caller's files, in upload order", body = FilesResponse),
+    (status = 400, description = "`validation_failed`: a NUL in `projectId`", body = MessageError),
 ))]
 pub async fn list_files(
     State(state): State<AppState>,
     auth: AuthUser,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let project_id = super::validate::query_text(&q, "projectId")?;
     let files = state
         .store()
-        .list_files_for(&auth.0.id, q.get("projectId").map(String::as_str))
+        .list_files_for(&auth.0.id, project_id.as_deref())
         .await
         .map_err(|e| ApiError::from_store(e, "Error retrieving files"))?;
     Ok(json_response(&FilesResponse { files: files.iter().map(FileDto::from).collect() }))

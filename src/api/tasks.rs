@@ -222,7 +222,8 @@ fn query_date(q: &HashMap<String, String>, key: &str, field: &str) -> ApiResult<
     ),
     responses(
     (status = 200, description = "Newest first, filters applied before paging", body = ActivitiesResponse),
-    (status = 400, description = "`validation_failed`: bad `limit`, `offset` or date", body = SuccessError),
+    (status = 400, description = "`validation_failed`: bad `limit`, `offset`, date, or a NUL in a filter",
+     body = SuccessError),
     (status = 404, description = "`project_not_found`", body = SuccessError),
     (status = 500, body = SuccessError), (status = 503, body = SuccessError),
 ))]
@@ -237,8 +238,8 @@ pub async fn list_activities(
     let query = ActivityQuery {
         limit: query_int(&q, "limit", "Limit", 50, 1, 200)?,
         offset: query_int(&q, "offset", "Offset", 0, 0, usize::MAX)?,
-        kind: q.get("type").cloned(),
-        user_id: q.get("userId").cloned(),
+        kind: v::query_text(&q, "type")?,
+        user_id: v::query_text(&q, "userId")?,
         date_from: query_date(&q, "dateFrom", "Date from")?,
         date_to: query_date(&q, "dateTo", "Date to")?,
     };
