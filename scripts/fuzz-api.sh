@@ -5,9 +5,12 @@
 # authenticated route served without a token. Exits non-zero on any finding (a 5xx, a status or body the document does not allow, an unauthenticated request
 # that was served). Used as the last step of scripts/test.sh.
 #
-#   scripts/fuzz-api.sh [--max-examples N] [--seed N] [-- extra schemathesis args]
+#   scripts/fuzz-api.sh [--postgres] [--max-examples N] [--seed N] [-- extra schemathesis args]
+#
+# --postgres serves from the PostgreSQL store, on a fresh database created on TEST_DATABASE_URL's server (default
+# postgres@127.0.0.1:5432) and dropped afterwards; it starts empty, so the run signs up its own user.
 #   FUZZ_CONFIG=other.toml scripts/fuzz-api.sh     # another schemathesis.toml (e.g. with more checks)
-#   FUZZ_SERVER_ARGS="--store postgres --database-url postgres://…/empty_db" scripts/fuzz-api.sh
+#   FUZZ_SERVER_ARGS="--json-compact-bytes 1MiB" scripts/fuzz-api.sh   # more server flags
 #
 # schemathesis comes from PyPI into a venv under target/ (reused while its version matches). With the default 40
 # examples per operation the run takes about a minute on a 2-core machine (budget: three).
@@ -17,8 +20,10 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES=40
 SEED=20261127
+POSTGRES=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --postgres) POSTGRES=1; shift ;;
     --max-examples) MAX_EXAMPLES="$2"; shift 2 ;;
     --seed) SEED="$2"; shift 2 ;;
     --) shift; break ;;
@@ -49,14 +54,28 @@ cargo build --locked --quiet --bin fluxstudio
 
 WORK=$(mktemp -d)
 SERVER_PID=
+ADMIN_URL=
+DB=
 cleanup() {
   if [ -n "$SERVER_PID" ]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
   fi
+  if [ -n "$DB" ]; then
+    psql "$ADMIN_URL" -qc "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+SERVER_ARGS=(${FUZZ_SERVER_ARGS:-})
+if [ -n "$POSTGRES" ]; then
+  ADMIN_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+  # flux_it_* databases left by an interrupted run are dropped by scripts/test.sh.
+  DB="flux_it_fuzz_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+  psql "$ADMIN_URL" -qc "create database $DB"
+  SERVER_ARGS+=(--store postgres --database-url "${ADMIN_URL%%/*}//$(echo "$ADMIN_URL" | cut -d/ -f3)/$DB")
+fi
 
 # A writable copy of the fixture data (the shared originals are read-only).
 mkdir -p "$WORK/data"
@@ -68,7 +87,7 @@ chmod -R u+w "$WORK/data"
 mkfifo "$WORK/stdout"
 JWT_SECRET=fuzz-secret-0123456789abcdef0123456789abcdef RUST_LOG=warn \
   target/debug/fluxstudio --no-env-file --data-dir "$WORK/data" serve --host 127.0.0.1 --port 0 \
-  --rate-limit off --bcrypt-cost 4 ${FUZZ_SERVER_ARGS:-} >"$WORK/stdout" 2>"$WORK/server.log" &
+  --rate-limit off --bcrypt-cost 4 "${SERVER_ARGS[@]}" >"$WORK/stdout" 2>"$WORK/server.log" &
 SERVER_PID=$!
 exec 3<"$WORK/stdout"
 if ! read -r -t 60 line <&3; then
@@ -93,7 +112,7 @@ except urllib.error.HTTPError:
 PY
 )
 
-echo "fuzz-api.sh: schemathesis $SCHEMATHESIS_VERSION against $BASE (max $MAX_EXAMPLES examples per operation, seed $SEED)"
+echo "fuzz-api.sh: schemathesis $SCHEMATHESIS_VERSION against $BASE (${POSTGRES:+PostgreSQL store, }max $MAX_EXAMPLES examples per operation, seed $SEED)"
 status=0
 "$VENV/bin/schemathesis" --config-file "${FUZZ_CONFIG:-scripts/schemathesis.toml}" run "$BASE/api/openapi.json" \
   --url "$BASE" \

@@ -22,6 +22,7 @@ psql "$TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname l
 cargo test --locked "$@"
 # The HTTP suite once more, on the PostgreSQL store (same test bodies; JSON-file-specific tests stay on JSON).
 FLUX_TEST_STORE=postgres cargo test --locked --test it "$@" -- --skip json_only
-# Last: schemathesis fuzzes the API from its own OpenAPI document (scripts/fuzz-api.sh; skipped, loudly, without
-# python3).
+# Last: schemathesis fuzzes the API from its own OpenAPI document, on each store (scripts/fuzz-api.sh; about a
+# minute each; skipped, loudly, without python3).
 bash scripts/fuzz-api.sh
+bash scripts/fuzz-api.sh --postgres
