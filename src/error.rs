@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -308,22 +307,5 @@ impl<E: Into<ApiError>> From<E> for InSuccessFamily {
 impl IntoResponse for InSuccessFamily {
     fn into_response(self) -> Response {
         self.0.render(Family::Success)
-    }
-}
-
-/// A success-family body: `"success": true` first, then the given members.
-pub fn success(mut body: Map<String, Value>) -> axum::Json<Value> {
-    let mut out = Map::with_capacity(body.len() + 1);
-    out.insert("success".into(), Value::Bool(true));
-    out.append(&mut body);
-    axum::Json(Value::Object(out))
-}
-
-/// A success-family body from a `json!({...})` object literal.
-pub fn success_json(v: Value) -> axum::Json<Value> {
-    match v {
-        Value::Object(m) => success(m),
-        // Only object literals are passed in; anything else is wrapped rather than silently dropped.
-        other => success(Map::from_iter([("data".to_owned(), other)])),
     }
 }
