@@ -96,7 +96,7 @@ pub fn document() -> &'static Document {
     &DOC
 }
 
-/// Where the global limiter does not apply (configuration.md §7): these routes never answer 429.
+/// The routes under the global limiter (configuration.md §7); the others never answer 429.
 fn rate_limited(path: &str) -> bool {
     path.starts_with("/api/") && path != "/api/health"
 }
@@ -237,7 +237,7 @@ pub async fn docs_asset(Path(file): Path<String>) -> Response {
 
 /// Serves a file of the Swagger UI distribution that `utoipa-swagger-ui` embeds in the binary at build time
 /// (`vendored`: nothing is downloaded at build or run time). The page is served at `/api/docs` itself rather than
-/// behind a redirect to `/api/docs/`, so its relative asset links are made absolute.
+/// behind a redirect to `/api/docs/`, so it gets a `<base>` under which its relative asset links resolve.
 fn serve_docs_file(file: &str, page: bool) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, "Not Found").into_response();
     let swagger_file = match utoipa_swagger_ui::serve(file, SWAGGER_CONFIG.clone()) {
@@ -249,7 +249,9 @@ fn serve_docs_file(file: &str, page: bool) -> Response {
         }
     };
     let bytes = if page {
-        String::from_utf8_lossy(&swagger_file.bytes).replace("\"./", "\"/api/docs/").into_bytes()
+        String::from_utf8_lossy(&swagger_file.bytes)
+            .replacen("<head>", "<head>\n    <base href=\"/api/docs/\">", 1)
+            .into_bytes()
     } else {
         swagger_file.bytes.into_owned()
     };
