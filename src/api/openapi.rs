@@ -8,8 +8,9 @@ use std::sync::{Arc, LazyLock};
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{SchemaType, Type};
+use utoipa::openapi::schema::{Object, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -156,6 +157,13 @@ fn optional_body_is_not_null(body: &mut utoipa::openapi::request_body::RequestBo
     }
 }
 
+fn add_header(op: &mut Operation, status: &str, name: &str, kind: Type, description: &str) {
+    if let Some(RefOr::T(resp)) = op.responses.responses.get_mut(status) {
+        let header = HeaderBuilder::new().schema(Object::with_type(kind)).description(Some(description)).build();
+        resp.headers.entry(name.to_owned()).or_insert(header);
+    }
+}
+
 /// The responses every route shares, and the bearer scheme.
 pub struct SharedResponses;
 
@@ -192,6 +200,15 @@ impl Modify for SharedResponses {
                 }
                 add_message_error(op, "500", "`internal`: a server fault");
                 add_message_error(op, "503", "`store_unavailable` or `timeout`");
+                add_header(
+                    op,
+                    "401",
+                    "WWW-Authenticate",
+                    Type::String,
+                    "`Bearer`, or `Bearer error=\"invalid_token\"`",
+                );
+                add_header(op, "429", "Retry-After", Type::Integer, "Seconds until a request is admitted again (≥ 1)");
+                add_header(op, "503", "Retry-After", Type::Integer, "Seconds to wait before retrying (5)");
             }
         }
     }
