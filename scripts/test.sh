@@ -24,3 +24,7 @@ cargo test --locked "$@"
 # into PostgreSQL through the outbox); same test bodies; JSON-file-specific tests stay on JSON.
 FLUX_TEST_STORE=postgres cargo test --locked --test it "$@" -- --skip json_only
 FLUX_TEST_STORE=dual-json cargo test --locked --test it "$@" -- --skip json_only
+# Last: schemathesis fuzzes the API from its own OpenAPI document, on each store (scripts/fuzz-api.sh; about a
+# minute each; skipped, loudly, without python3).
+bash scripts/fuzz-api.sh
+bash scripts/fuzz-api.sh --postgres

@@ -6,9 +6,14 @@
 //! family. Errors raised by extractors (authentication, body parsing) never pass through a handler's return
 //! type and therefore always use the message family, which is exactly the legacy behaviour (rule 1 of §1.3).
 
+use std::borrow::Cow;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::store::StoreError;
 
@@ -29,6 +34,105 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// `Some(true)` when a token was sent (adds `error="invalid_token"` to `WWW-Authenticate`).
     pub www_authenticate: Option<bool>,
+}
+
+/// The closed list of error codes an HTTP response may carry (http-api.md §1.4, without the Socket.IO-only
+/// `invalid_payload` and `too_many_rooms`). The OpenAPI document's `ErrorCode` enum is this list, and a test checks
+/// that every code literal in the sources is on it, so a new code cannot ship undocumented.
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_json",
+    "validation_failed",
+    "too_many_files",
+    "google_email_unverified",
+    "auth_required",
+    "invalid_token",
+    "token_expired",
+    "invalid_credentials",
+    "google_auth_failed",
+    "access_denied",
+    "permission_denied",
+    "admin_required",
+    "admin_signup_forbidden",
+    "account_disabled",
+    "route_not_found",
+    "project_not_found",
+    "task_not_found",
+    "milestone_not_found",
+    "file_not_found",
+    "team_not_found",
+    "organization_not_found",
+    "user_not_found",
+    "member_not_found",
+    "email_taken",
+    "already_member",
+    "last_owner",
+    "switch_in_progress",
+    "store_not_configured",
+    "outbox_not_drained",
+    "switch_refused",
+    "payload_too_large",
+    "unsupported_media_type",
+    "unsupported_file_type",
+    "rate_limited",
+    "internal",
+    "store_unavailable",
+    "google_not_configured",
+    "google_unavailable",
+    "timeout",
+    "not_ready",
+];
+
+/// The `code` of every error body: a string from [`ERROR_CODES`] (the OpenAPI document's `ErrorCode` enum).
+pub struct ErrorCode;
+
+impl PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(ERROR_CODES.iter().copied()))
+            .description(Some("Stable error code (http-api.md §1.4); match on it rather than on the text."))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
+}
+
+/// The message family (http-api.md §1.3): the auth, files, teams, organizations and channel routes, and every
+/// error raised before a handler runs.
+#[derive(Serialize, ToSchema)]
+pub struct MessageError<'a> {
+    pub message: &'a str,
+    #[schema(value_type = ErrorCode)]
+    pub code: &'a str,
+    /// Only on `validation_failed`: the human name of the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+}
+
+/// The success family (http-api.md §1.3): the project, member, task, milestone and activity routes.
+#[derive(Serialize, ToSchema)]
+pub struct SuccessError<'a> {
+    /// Always `false`.
+    pub success: bool,
+    pub error: &'a str,
+    /// Only on `validation_failed`: the human name of the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+    #[schema(value_type = ErrorCode)]
+    pub code: &'a str,
+}
+
+/// A status that a success-family route answers in either family: its own validation errors in the success
+/// family, errors raised before the handler (`invalid_json`, 415, 413, 401, 429) in the message family.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EitherError<'a> {
+    Message(MessageError<'a>),
+    Success(SuccessError<'a>),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -113,7 +217,15 @@ impl ApiError {
     pub fn from_store(err: StoreError, message_500: &str) -> ApiError {
         match err {
             StoreError::NotFound { code } => ApiError::new(StatusCode::NOT_FOUND, code, not_found_message(code)),
-            StoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            StoreError::Conflict { code, message } if ERROR_CODES.contains(&code) => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            // A unique violation the contract has no code for (a duplicate key other than the e-mail's) is a
+            // server fault, not something the client could fix.
+            StoreError::Conflict { code, message } => {
+                tracing::error!(code, error = %message, "store conflict without an API code");
+                ApiError::internal(message_500)
+            }
             StoreError::Rejected(r) => {
                 ApiError::new(StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT), r.code, r.message)
             }
@@ -129,26 +241,22 @@ impl ApiError {
     }
 
     pub fn render(&self, route_family: Family) -> Response {
-        let family = self.family.unwrap_or(route_family);
-        let mut body = Map::new();
-        match family {
-            Family::Message => {
-                body.insert("message".into(), Value::String(self.message.clone()));
-                body.insert("code".into(), Value::String(self.code.into()));
-                if let Some(f) = &self.field {
-                    body.insert("field".into(), Value::String(f.clone()));
-                }
-            }
-            Family::Success => {
-                body.insert("success".into(), Value::Bool(false));
-                body.insert("error".into(), Value::String(self.message.clone()));
-                if let Some(f) = &self.field {
-                    body.insert("field".into(), Value::String(f.clone()));
-                }
-                body.insert("code".into(), Value::String(self.code.into()));
-            }
+        debug_assert!(ERROR_CODES.contains(&self.code), "error code {:?} is not in ERROR_CODES", self.code);
+        let body = match self.family.unwrap_or(route_family) {
+            Family::Message => serde_json::to_value(MessageError {
+                message: &self.message,
+                code: self.code,
+                field: self.field.as_deref(),
+            }),
+            Family::Success => serde_json::to_value(SuccessError {
+                success: false,
+                error: &self.message,
+                field: self.field.as_deref(),
+                code: self.code,
+            }),
         }
-        let mut resp = (self.status, axum::Json(Value::Object(body))).into_response();
+        .unwrap_or_default();
+        let mut resp = (self.status, axum::Json(body)).into_response();
         let headers = resp.headers_mut();
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -199,22 +307,5 @@ impl<E: Into<ApiError>> From<E> for InSuccessFamily {
 impl IntoResponse for InSuccessFamily {
     fn into_response(self) -> Response {
         self.0.render(Family::Success)
-    }
-}
-
-/// A success-family body: `"success": true` first, then the given members.
-pub fn success(mut body: Map<String, Value>) -> axum::Json<Value> {
-    let mut out = Map::with_capacity(body.len() + 1);
-    out.insert("success".into(), Value::Bool(true));
-    out.append(&mut body);
-    axum::Json(Value::Object(out))
-}
-
-/// A success-family body from a `json!({...})` object literal.
-pub fn success_json(v: Value) -> axum::Json<Value> {
-    match v {
-        Value::Object(m) => success(m),
-        // Only object literals are passed in; anything else is wrapped rather than silently dropped.
-        other => success(Map::from_iter([("data".to_owned(), other)])),
     }
 }

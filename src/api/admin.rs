@@ -14,8 +14,8 @@ use super::validate::Body;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::config::StoreMode;
-use crate::error::{ApiError, ApiResult};
-use crate::store::modes::{SwitchError, SwitchRequest};
+use crate::error::{ApiError, ApiResult, MessageError};
+use crate::store::modes::{StoreStatus, SwitchError, SwitchOutcome, SwitchRequest};
 
 /// The admin API checks the stored user type, not the token's claim (cli.md §8: tokens issued before a
 /// `revoke-admin` still say admin).
@@ -27,11 +27,42 @@ fn require_admin(auth: &AuthUser) -> ApiResult<()> {
     }
 }
 
+/// Documents the body of `PUT /api/admin/store` (the handler reads it field by field, like every other route).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct StoreSwitchRequest {
+    /// The target mode: one step along json, dual-json, dual-postgres, postgres.
+    mode: Option<StoreMode>,
+    /// dual-json → json only: discard pending outbox entries and mark PostgreSQL stale.
+    force: Option<bool>,
+    /// 1–600, default 30: bound on the outbox drain and the write pause.
+    #[schema(minimum = 1, maximum = 600)]
+    timeout_seconds: Option<u64>,
+    /// 0.0–1.0, dual modes only.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    shadow_read_rate: Option<f64>,
+}
+
+#[utoipa::path(get, path = "/api/admin/store", tag = "admin", security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The live store mode, its outbox, last validation and instances", body = StoreStatus),
+    (status = 403, description = "`admin_required`", body = MessageError),
+))]
 pub async fn get_store(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Response> {
     require_admin(&auth)?;
     Ok(status_response(&state).await)
 }
 
+#[utoipa::path(put, path = "/api/admin/store", tag = "admin", security(("bearerAuth" = [])),
+    request_body = StoreSwitchRequest, responses(
+    (status = 200, description = "Switched (or already in that mode: `changed: false`); a rate-only change answers \
+     the status", body = SwitchOutcome),
+    (status = 400, description = "`validation_failed`", body = MessageError),
+    (status = 403, description = "`admin_required`", body = MessageError),
+    (status = 409, description = "`switch_refused`, `outbox_not_drained`, `switch_in_progress`, \
+     `store_not_configured`", body = MessageError),
+    (status = 503, description = "`store_unavailable`: a store the target mode needs is unreachable", body = MessageError),
+))]
 pub async fn put_store(
     State(state): State<AppState>,
     auth: AuthUser,

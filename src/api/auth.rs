@@ -2,21 +2,23 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::dto::UserDto;
+use super::dto::{AuthResponse, GoogleLoginRequest, LoginRequest, MessageResponse, SignupRequest, UserDto};
 use super::extract::JsonObject;
+use super::json_response;
 use crate::app::AppState;
 use crate::auth::google::GoogleError;
 use crate::auth::password::check_policy;
 use crate::auth::AuthUser;
 use crate::domain::{new_user, User};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, MessageError};
 use crate::store::{StoreError, UserPatch};
 
-fn token_response(state: &AppState, user: &User) -> Json<Value> {
-    Json(json!({ "token": state.jwt.issue(user), "user": UserDto::from(user) }))
+fn token_response(state: &AppState, user: &User) -> Response {
+    json_response(&AuthResponse { token: state.jwt.issue(user), user: UserDto::from(user) })
 }
 
 /// `local@domain` with a dot in the domain, no whitespace, at most 254 characters.
@@ -38,7 +40,14 @@ fn nonempty_str<'a>(body: &'a serde_json::Map<String, Value>, key: &str) -> Opti
     body.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
 }
 
-pub async fn signup(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/auth/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 200, description = "Account created and signed in", body = AuthResponse),
+    (status = 400, description = "`validation_failed` or `invalid_json`", body = MessageError),
+    (status = 403, description = "`admin_signup_forbidden`", body = MessageError),
+    (status = 409, description = "`email_taken`", body = MessageError),
+    (status = 500, body = MessageError), (status = 503, body = MessageError),
+))]
+pub async fn signup(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
     let required = |e: &str| ApiError::validation(e, "All fields are required");
     let email = nonempty_str(&body, "email").ok_or_else(|| required("Email"))?;
     let password =
@@ -81,7 +90,14 @@ pub async fn signup(State(state): State<AppState>, JsonObject(body): JsonObject)
     Ok(token_response(&state, &user))
 }
 
-pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, description = "Signed in", body = AuthResponse),
+    (status = 400, description = "`validation_failed` or `invalid_json`", body = MessageError),
+    (status = 401, description = "`invalid_credentials`", body = MessageError),
+    (status = 403, description = "`account_disabled`", body = MessageError),
+    (status = 500, body = MessageError), (status = 503, body = MessageError),
+))]
+pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
     let (Some(email), Some(password)) =
         (body.get("email").and_then(Value::as_str), body.get("password").and_then(Value::as_str))
     else {
@@ -122,15 +138,32 @@ fn login_failed(method: &'static str, reason: &'static str) {
     metrics::counter!("flux_login_failures_total", "method" => method, "reason" => reason).increment(1);
 }
 
-pub async fn me(AuthUser(user): AuthUser) -> Json<Value> {
-    Json(serde_json::to_value(UserDto::from(&user)).unwrap_or_default())
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The caller, bare", body = UserDto),
+    (status = 503, body = MessageError),
+))]
+pub async fn me(AuthUser(user): AuthUser) -> Response {
+    json_response(&UserDto::from(&user))
 }
 
-pub async fn logout(_user: AuthUser) -> Json<Value> {
-    Json(json!({ "message": "Logged out successfully" }))
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearerAuth" = [])), responses(
+    (status = 200, description = "Stateless: the token stays valid until it expires", body = MessageResponse),
+    (status = 503, body = MessageError),
+))]
+pub async fn logout(_user: AuthUser) -> Json<MessageResponse> {
+    Json(MessageResponse { message: "Logged out successfully" })
 }
 
-pub async fn google(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/auth/google", tag = "auth", request_body = GoogleLoginRequest, responses(
+    (status = 200, description = "Signed in (account linked or created as needed)", body = AuthResponse),
+    (status = 400, description = "`validation_failed`, `invalid_json` or `google_email_unverified`", body = MessageError),
+    (status = 401, description = "`google_auth_failed`", body = MessageError),
+    (status = 403, description = "`account_disabled`", body = MessageError),
+    (status = 409, description = "`email_taken`: the e-mail is linked to another Google account", body = MessageError),
+    (status = 500, body = MessageError),
+    (status = 503, description = "`google_not_configured`, `google_unavailable` or `store_unavailable`", body = MessageError),
+))]
+pub async fn google(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
     let credential = nonempty_str(&body, "credential")
         .ok_or_else(|| ApiError::validation("Credential", "Google credential is required"))?;
     let identity = state.google.verify(credential).await.map_err(|e| match e {

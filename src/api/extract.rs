@@ -19,6 +19,16 @@ fn is_json(content_type: Option<&str>) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// Whether a string anywhere in `v` holds a NUL character (see `validate::nul_refused`).
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
@@ -42,7 +52,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             ));
         }
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(Value::Object(map)) => {
+                if let Some((key, _)) = map.iter().find(|(k, v)| k.contains('\0') || holds_nul(v)) {
+                    return Err(super::validate::nul_refused(key));
+                }
+                Ok(JsonObject(map))
+            }
             _ => Err(ApiError::invalid_json()),
         }
     }

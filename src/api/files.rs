@@ -9,18 +9,19 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
 
+use super::dto::{FileDto, FileUpdateRequest, FileUploadForm, FilesResponse, FilesUploadedResponse, MessageResponse};
 use super::extract::JsonObject;
+use super::json_response;
 use super::projects::member_project;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::ops::FilePatch;
 use crate::domain::{new_id, time, FileRecord};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, MessageError};
 
 /// Allowed extensions and their MIME types (http-api.md §10); the first type is the canonical one.
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -63,55 +64,6 @@ fn clean_name(raw: &str) -> String {
     trimmed.chars().take(255).collect()
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileDto<'a> {
-    id: &'a str,
-    original_name: &'a str,
-    name: &'a str,
-    filename: &'a str,
-    path: String,
-    url: &'a str,
-    size: i64,
-    mimetype: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    is_image: bool,
-    is_video: bool,
-    project_id: Option<&'a str>,
-    uploaded_by: &'a str,
-    uploaded_at: &'a str,
-    updated_at: Option<&'a str>,
-    tags: &'a [String],
-    description: &'a str,
-    is_public: bool,
-}
-
-impl<'a> From<&'a FileRecord> for FileDto<'a> {
-    fn from(f: &'a FileRecord) -> Self {
-        FileDto {
-            id: &f.id,
-            original_name: &f.original_name,
-            name: &f.original_name,
-            filename: &f.filename,
-            path: format!("uploads/{}", f.filename),
-            url: &f.url,
-            size: f.size,
-            mimetype: &f.mimetype,
-            kind: &f.mimetype,
-            is_image: f.mimetype.starts_with("image/"),
-            is_video: f.mimetype.starts_with("video/"),
-            project_id: f.project_id.as_deref(),
-            uploaded_by: &f.uploaded_by,
-            uploaded_at: &f.uploaded_at,
-            updated_at: f.updated_at.as_deref(),
-            tags: &f.tags,
-            description: &f.description,
-            is_public: f.is_public,
-        }
-    }
-}
-
 fn too_large(state: &AppState) -> ApiError {
     let mib = state.config.upload_max_file as f64 / (1024.0 * 1024.0);
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("File too large (max {mib} MiB)"))
@@ -128,11 +80,21 @@ impl Written {
     }
 }
 
+#[utoipa::path(post, path = "/api/files/upload", tag = "files", security(("bearerAuth" = [])),
+    request_body(content = FileUploadForm, content_type = "multipart/form-data"), responses(
+    (status = 200, body = FilesUploadedResponse),
+    (status = 400, description = "`validation_failed` (no file, a file part not named `files`, a malformed body) or \
+     `too_many_files`", body = MessageError),
+    (status = 404, description = "`project_not_found`: `projectId` names no project of the caller", body = MessageError),
+    (status = 413, description = "`payload_too_large`: a file over 50 MiB", body = MessageError),
+    (status = 415, description = "`unsupported_media_type` (not multipart) or `unsupported_file_type`",
+     body = MessageError),
+))]
 pub async fn upload_files(
     State(state): State<AppState>,
     auth: AuthUser,
     multipart: Result<Multipart, MultipartRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let mut multipart = multipart.map_err(|_| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -147,8 +109,8 @@ pub async fn upload_files(
             let stored = state.store().insert_files(records).await;
             match stored {
                 Ok(files) => {
-                    let dtos: Vec<FileDto> = files.iter().map(FileDto::from).collect();
-                    Ok(Json(json!({ "message": "Files uploaded successfully", "files": dtos })))
+                    let files = files.iter().map(FileDto::from).collect();
+                    Ok(json_response(&FilesUploadedResponse { message: "Files uploaded successfully", files }))
                 }
                 Err(e) => {
                     written.discard().await;
@@ -273,31 +235,47 @@ async fn own_file(state: &AppState, auth: &AuthUser, id: &str, msg_500: &str) ->
     Ok(f)
 }
 
+#[utoipa::path(get, path = "/api/files", tag = "files", security(("bearerAuth" = [])),
+    params(("projectId" = Option<String>, Query, description = "Only files uploaded to this project")), responses(
+    (status = 200, description = "The caller's files, in upload order", body = FilesResponse),
+    (status = 400, description = "`validation_failed`: a NUL in `projectId`", body = MessageError),
+))]
 pub async fn list_files(
     State(state): State<AppState>,
     auth: AuthUser,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
+    let project_id = super::validate::query_text(&q, "projectId")?;
     let files = state
         .store()
-        .list_files_for(&auth.0.id, q.get("projectId").map(String::as_str))
+        .list_files_for(&auth.0.id, project_id.as_deref())
         .await
         .map_err(|e| ApiError::from_store(e, "Error retrieving files"))?;
-    let dtos: Vec<FileDto> = files.iter().map(FileDto::from).collect();
-    Ok(Json(json!({ "files": dtos })))
+    Ok(json_response(&FilesResponse { files: files.iter().map(FileDto::from).collect() }))
 }
 
-pub async fn get_file(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/files/{id}", tag = "files", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "File record id")), responses(
+    (status = 200, description = "The record, bare", body = FileDto),
+    (status = 404, description = "`file_not_found` (also another user's file)", body = MessageError),
+))]
+pub async fn get_file(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> ApiResult<Response> {
     let f = own_file(&state, &auth, &id, "Error retrieving file").await?;
-    Ok(Json(serde_json::to_value(FileDto::from(&f)).unwrap_or_default()))
+    Ok(json_response(&FileDto::from(&f)))
 }
 
+#[utoipa::path(put, path = "/api/files/{id}", tag = "files", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "File record id")), request_body = Option<FileUpdateRequest>, responses(
+    (status = 200, description = "Updated (partial); the record, bare", body = FileDto),
+    (status = 400, description = "`validation_failed`", body = MessageError),
+    (status = 404, description = "`file_not_found`", body = MessageError),
+))]
 pub async fn update_file(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     own_file(&state, &auth, &id, "Error updating file").await?;
     let mut patch = FilePatch::default();
     match body.get("description") {
@@ -329,14 +307,19 @@ pub async fn update_file(
         Some(_) => return Err(ApiError::validation("Is public", "Is public must be a boolean")),
     }
     let f = state.store().update_file(&id, patch).await.map_err(|e| ApiError::from_store(e, "Error updating file"))?;
-    Ok(Json(serde_json::to_value(FileDto::from(&f)).unwrap_or_default()))
+    Ok(json_response(&FileDto::from(&f)))
 }
 
+#[utoipa::path(delete, path = "/api/files/{id}", tag = "files", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "File record id")), responses(
+    (status = 200, description = "The record and its bytes are removed", body = MessageResponse),
+    (status = 404, description = "`file_not_found`", body = MessageError),
+))]
 pub async fn delete_file(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MessageResponse>> {
     own_file(&state, &auth, &id, "Error deleting file").await?;
     let f = state.store().delete_file(&id).await.map_err(|e| ApiError::from_store(e, "Error deleting file"))?;
     if let Some(path) = stored_path(&state.config.upload_dir, &f.filename) {
@@ -344,7 +327,7 @@ pub async fn delete_file(
             tracing::warn!(error = %e, file = %f.filename, "file record deleted but its bytes could not be removed");
         }
     }
-    Ok(Json(json!({ "message": "File deleted successfully" })))
+    Ok(Json(MessageResponse { message: "File deleted successfully" }))
 }
 
 /// `<upload dir>/<filename>` for a name that is a plain file name (no separators, no `..`).
@@ -358,6 +341,12 @@ fn stored_path(dir: &FsPath, filename: &str) -> Option<PathBuf> {
 
 /// Public download: unguessable names, MIME type from the extension allow-list, `nosniff`, and a sandboxing CSP
 /// for SVG so an uploaded image cannot run script on our origin.
+#[utoipa::path(get, path = "/uploads/{filename}", tag = "files",
+    params(("filename" = String, Path, description = "The stored name (`filename` of a file record)")), responses(
+    (status = 200, description = "The bytes, typed from the extension allow-list (§10), `nosniff`; SVG with a \
+     sandboxing CSP", content_type = "*/*", body = String),
+    (status = 404, description = "No such file", content_type = "text/plain", body = String),
+))]
 pub async fn serve_upload(State(state): State<AppState>, Path(filename): Path<String>) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, "Not Found").into_response();
     let Some(path) = stored_path(&state.config.upload_dir, &filename) else { return not_found() };

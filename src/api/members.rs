@@ -3,27 +3,19 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::dto::{
+    MemberAddRequest, MemberDetail, MemberResponse, MemberUpdateRequest, MembersResponse, SuccessMessageResponse,
+};
 use super::extract::JsonObject;
 use super::projects::member_project;
 use super::validate::Body;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::{access, vocab, Member, Project, User};
-use crate::error::{success_json, ApiError, ApiResult, SuccessResult};
+use crate::error::{ApiError, ApiResult, SuccessError, SuccessResult};
 use crate::store::DynStore;
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberView {
-    user_id: String,
-    role: String,
-    joined_at: String,
-    name: Option<String>,
-    email: Option<String>,
-}
 
 /// The user a member entry refers to: an id, or (legacy data) an e-mail resolved like a login lookup.
 async fn resolve(store: &DynStore, entry: &str) -> ApiResult<Option<User>> {
@@ -37,34 +29,30 @@ async fn resolve(store: &DynStore, entry: &str) -> ApiResult<Option<User>> {
     Ok(None)
 }
 
-fn view(m: &Member, user: Option<&User>) -> MemberView {
-    MemberView {
-        user_id: m.user_id.clone(),
-        role: m.role.clone(),
-        joined_at: m.joined_at.clone(),
-        name: user.map(|u| u.name.clone()),
-        email: user.map(|u| u.email.clone()).or_else(|| m.user_id.contains('@').then(|| m.user_id.clone())),
-    }
-}
-
 fn label(user: Option<&User>, entry: &str) -> String {
     user.map(|u| if u.name.is_empty() { u.email.clone() } else { u.name.clone() }).unwrap_or_else(|| entry.to_owned())
 }
 
+#[utoipa::path(get, path = "/api/projects/{id}/members", tag = "members", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), responses(
+    (status = 200, description = "By `joinedAt`, ties by user id", body = MembersResponse),
+    (status = 404, description = "`project_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn list_members(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Json<MembersResponse>> {
     let store = state.store();
     let (project, _) = member_project(&store, &id, &auth.0, "Error retrieving members").await?;
     let mut members = Vec::with_capacity(project.members.len());
     for m in &project.members {
         let user = resolve(&store, &m.user_id).await?;
-        members.push(view(m, user.as_ref()));
+        members.push(MemberDetail::new(m, user.as_ref()));
     }
     members.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.user_id.cmp(&b.user_id)));
-    Ok(success_json(json!({ "members": members })))
+    Ok(Json(MembersResponse { success: true, members }))
 }
 
 fn read_role(body: &Body, required: bool) -> ApiResult<Option<String>> {
@@ -85,12 +73,21 @@ fn manager_check(role: access::Role) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(post, path = "/api/projects/{id}/members", tag = "members", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), request_body = MemberAddRequest, responses(
+    (status = 200, body = MemberResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 403, description = "`permission_denied`: managers only; only owners grant `owner`", body = SuccessError),
+    (status = 404, description = "`project_not_found` or `user_not_found`", body = SuccessError),
+    (status = 409, description = "`already_member`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn add_member(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Json<MemberResponse>> {
     let store = state.store();
     let (_, caller_role) = member_project(&store, &id, &auth.0, "Error adding member").await?;
     manager_check(caller_role)?;
@@ -111,7 +108,11 @@ pub async fn add_member(
         .add_member(&id, &user, &role, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error adding member"))?;
-    Ok(success_json(json!({ "message": "Member added successfully", "member": view(&member, Some(&user)) })))
+    Ok(Json(MemberResponse {
+        success: true,
+        message: "Member added successfully",
+        member: MemberDetail::new(&member, Some(&user)),
+    }))
 }
 
 /// Finds the entry that `:userId` names: the entry's stored `userId`, or the id of the user it resolves to.
@@ -129,12 +130,25 @@ async fn find_entry(store: &DynStore, project: &Project, param: &str) -> ApiResu
     Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "member_not_found", "Member not found"))
 }
 
+#[utoipa::path(patch, path = "/api/projects/{id}/members/{user_id}", tag = "members", security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "Project id"),
+        ("user_id" = String, Path, description = "The member entry's `userId`, or the id of the user it resolves to"),
+    ),
+    request_body = MemberUpdateRequest, responses(
+    (status = 200, body = MemberResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 403, description = "`permission_denied`", body = SuccessError),
+    (status = 404, description = "`project_not_found` or `member_not_found`", body = SuccessError),
+    (status = 409, description = "`last_owner`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn update_member(
     State(state): State<AppState>,
     auth: AuthUser,
     Path((id, user_param)): Path<(String, String)>,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Json<MemberResponse>> {
     let store = state.store();
     let (project, caller_role) = member_project(&store, &id, &auth.0, "Error updating member").await?;
     manager_check(caller_role)?;
@@ -151,14 +165,30 @@ pub async fn update_member(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating member"))?;
-    Ok(success_json(json!({ "message": "Member updated successfully", "member": view(&member, user.as_ref()) })))
+    Ok(Json(MemberResponse {
+        success: true,
+        message: "Member updated successfully",
+        member: MemberDetail::new(&member, user.as_ref()),
+    }))
 }
 
+#[utoipa::path(delete, path = "/api/projects/{id}/members/{user_id}", tag = "members", security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "Project id"),
+        ("user_id" = String, Path, description = "The member entry's `userId`, or the id of the user it resolves to"),
+    ),
+    responses(
+    (status = 200, body = SuccessMessageResponse),
+    (status = 403, description = "`permission_denied`", body = SuccessError),
+    (status = 404, description = "`project_not_found` or `member_not_found`", body = SuccessError),
+    (status = 409, description = "`last_owner`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn remove_member(
     State(state): State<AppState>,
     auth: AuthUser,
     Path((id, user_param)): Path<(String, String)>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Json<SuccessMessageResponse>> {
     let store = state.store();
     let (project, caller_role) = member_project(&store, &id, &auth.0, "Error removing member").await?;
     manager_check(caller_role)?;
@@ -173,5 +203,5 @@ pub async fn remove_member(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "Error removing member"))?;
-    Ok(success_json(json!({ "message": "Member removed successfully" })))
+    Ok(Json(SuccessMessageResponse { success: true, message: "Member removed successfully" }))
 }

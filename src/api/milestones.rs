@@ -1,25 +1,33 @@
 //! `/api/projects/:id/milestones` (http-api.md §8). Milestones are read embedded in the project.
 
 use axum::extract::{Path, State};
-use axum::Json;
-use serde_json::{json, Value};
+use axum::response::Response;
 
-use super::dto::MilestoneDto;
+use super::dto::{MilestoneCreateRequest, MilestoneDto, MilestoneResponse, MilestoneUpdateRequest};
 use super::extract::JsonObject;
+use super::json_response;
 use super::projects::member_project;
 use super::validate as v;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::ops::{MilestonePatch, NewMilestone};
 use crate::domain::vocab;
-use crate::error::{success_json, ApiError, SuccessResult};
+use crate::error::{ApiError, SuccessError, SuccessResult};
 
+#[utoipa::path(post, path = "/api/projects/{id}/milestones", tag = "milestones", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), request_body = MilestoneCreateRequest, responses(
+    (status = 200, description = "Created with status `pending`, appended at the end", body = MilestoneResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 403, description = "`permission_denied`: viewers cannot modify milestones", body = SuccessError),
+    (status = 404, description = "`project_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn create_milestone(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let store = state.store();
     let (_, role) = member_project(&store, &id, &auth.0, "Error creating milestone").await?;
     if !role.can_write() {
@@ -34,15 +42,33 @@ pub async fn create_milestone(
         .insert_milestone(&id, input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating milestone"))?;
-    Ok(success_json(json!({ "message": "Milestone created successfully", "milestone": MilestoneDto::new(&id, &m) })))
+    let body = MilestoneResponse {
+        success: true,
+        message: "Milestone created successfully",
+        milestone: MilestoneDto::new(&id, &m),
+    };
+    Ok(json_response(&body))
 }
 
+#[utoipa::path(put, path = "/api/projects/{id}/milestones/{milestone_id}", tag = "milestones",
+    security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "Project id"),
+        ("milestone_id" = String, Path, description = "Milestone id"),
+    ),
+    request_body = Option<MilestoneUpdateRequest>, responses(
+    (status = 200, description = "Updated (partial)", body = MilestoneResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 403, description = "`permission_denied`: viewers cannot modify milestones", body = SuccessError),
+    (status = 404, description = "`project_not_found` or `milestone_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn update_milestone(
     State(state): State<AppState>,
     auth: AuthUser,
     Path((id, milestone_id)): Path<(String, String)>,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let store = state.store();
     let (project, role) = member_project(&store, &id, &auth.0, "Error updating milestone").await?;
     if !role.can_write() {
@@ -63,5 +89,10 @@ pub async fn update_milestone(
         .update_milestone(&id, &milestone_id, patch, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating milestone"))?;
-    Ok(success_json(json!({ "message": "Milestone updated successfully", "milestone": MilestoneDto::new(&id, &m) })))
+    let body = MilestoneResponse {
+        success: true,
+        message: "Milestone updated successfully",
+        milestone: MilestoneDto::new(&id, &m),
+    };
+    Ok(json_response(&body))
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod members;
 pub mod middleware;
 pub mod milestones;
+pub mod openapi;
 pub mod ops;
 pub mod projects;
 pub mod tasks;
@@ -44,10 +45,13 @@ pub fn router(state: AppState) -> Router {
         (state.config.upload_max_file as usize).saturating_mul(state.config.upload_max_files).saturating_add(1 << 20);
     let api = Router::new()
         .route("/health", get(health::health))
-        .route("/api/health", get(health::health))
+        .route("/api/health", get(health::api_health))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics_on_main_port))
         .route("/api/csrf-token", get(health::csrf_token))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(openapi::docs_page))
+        .route("/api/docs/{*file}", get(openapi::docs_asset))
         .route("/api/auth/signup", post(auth::signup))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/me", get(auth::me))

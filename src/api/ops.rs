@@ -8,8 +8,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Map, Value};
+use indexmap::IndexMap;
 
+use super::dto::{OutboxSummary, ReadyCheck, ReadyResponse};
 use crate::app::AppState;
 use crate::store::StoreError;
 use crate::telemetry;
@@ -19,49 +20,57 @@ use crate::telemetry;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// 200 `ready` when the live store passes its probe; 503 `not_ready` when it fails or the server is shutting down.
+#[utoipa::path(get, path = "/health/ready", tag = "ops", responses(
+    (status = 200, description = "The primary passed its probe (`ready`, or `degraded` when a dual mode's secondary \
+     is down or its outbox is stuck or old)", body = ReadyResponse),
+    (status = 503, description = "`not_ready` (probe failed, or shutting down)", body = ReadyResponse),
+))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let mode = state.mode();
     let store = state.store();
     let (primary_ok, primary_check) = probe(&store).await;
-    let mut checks = Map::new();
-    checks.insert(store.backend().into(), primary_check);
+    let mut checks = IndexMap::from([(store.backend(), primary_check)]);
     // Dual modes: the secondary's reachability and the outbox make the answer `degraded`, never 503
     // (store-modes.md §4): the primary alone decides whether requests can be served.
     let mut degraded = false;
     if let Some(secondary) = state.stores.secondary() {
         let (ok, check) = probe(&secondary).await;
-        checks.insert(secondary.backend().into(), check);
+        checks.insert(secondary.backend(), check);
         degraded |= !ok;
     }
     let outbox = state.stores.outbox_status();
     degraded |= outbox.stuck > 0 || outbox.oldest_pending_age_seconds.is_some_and(|a| a > 300.0);
     let ready = primary_ok && !state.is_draining();
-    let status = match (ready, degraded) {
-        (false, _) => "not_ready",
-        (true, true) => "degraded",
-        (true, false) => "ready",
+    let mut body = ReadyResponse {
+        status: match (ready, degraded) {
+            (false, _) => "not_ready",
+            (true, true) => "degraded",
+            (true, false) => "ready",
+        },
+        mode: mode.as_str(),
+        checks,
+        outbox: OutboxSummary {
+            depth: outbox.depth as u64,
+            oldest_pending_age_seconds: outbox.oldest_pending_age_seconds,
+        },
+        message: None,
+        code: None,
     };
-    let mut body = json!({
-        "status": status,
-        "mode": mode.as_str(),
-        "checks": checks,
-        "outbox": { "depth": outbox.depth, "oldestPendingAgeSeconds": outbox.oldest_pending_age_seconds },
-    });
     if ready {
         return (StatusCode::OK, axum::Json(body)).into_response();
     }
     if !primary_ok {
-        tracing::warn!(check = %body["checks"], "readiness check failed");
+        tracing::warn!(reason = ?body.checks.get(store.backend()).and_then(|c| c.error.clone()), "readiness check failed");
     }
-    body["message"] = json!("Store not ready");
-    body["code"] = json!("not_ready");
+    body.message = Some("Store not ready");
+    body.code = Some("not_ready");
     let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
     resp
 }
 
 /// One backend's probe, bounded by [`CHECK_TIMEOUT`]: whether it passed and its `checks` entry.
-async fn probe(store: &crate::store::DynStore) -> (bool, Value) {
+async fn probe(store: &crate::store::DynStore) -> (bool, ReadyCheck) {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(CHECK_TIMEOUT, store.check_health()).await {
         Ok(Ok(())) => Ok(()),
@@ -70,18 +79,18 @@ async fn probe(store: &crate::store::DynStore) -> (bool, Value) {
         Err(_) => Err("timed out".to_owned()),
     };
     let latency_ms = (started.elapsed().as_secs_f64() * 1e5).round() / 100.0;
-    let mut check = Map::new();
-    check.insert("ok".into(), Value::Bool(outcome.is_ok()));
-    check.insert("latencyMs".into(), json!(latency_ms));
-    if let Err(reason) = &outcome {
-        check.insert("error".into(), Value::String(reason.clone()));
-    }
-    (outcome.is_ok(), Value::Object(check))
+    (outcome.is_ok(), ReadyCheck { ok: outcome.is_ok(), latency_ms, error: outcome.err() })
 }
 
 /// `/metrics` on the main port: loopback peers only, and only when no proxy forwarded the request (a reverse
 /// proxy on the same host would otherwise expose it); nobody at all when `FLUX_METRICS_ADDR` moves it to its own
 /// listener. Everyone else gets the same plain 404 as an unknown path.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text format (loopback clients only, or only on `FLUX_METRICS_ADDR`)",
+     content_type = "text/plain", body = String),
+    (status = 404, description = "Not a loopback client, or served on its own listener", content_type = "text/plain",
+     body = String),
+))]
 pub async fn metrics_on_main_port(State(state): State<AppState>, req: Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let forwarded = req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::Json;
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::dto::ProjectDto;
+use super::dto::{
+    ChannelLinkRequest, ChannelLinkedResponse, ChannelResponse, GetProjectResponse, ProjectCreateRequest, ProjectDto,
+    ProjectResponse, ProjectUpdateRequest, ProjectsResponse, SuccessMessageResponse,
+};
 use super::extract::JsonObject;
 use super::json_response;
 use super::validate::{self as v, Body};
@@ -17,7 +18,7 @@ use crate::auth::AuthUser;
 use crate::domain::access::{self, Role};
 use crate::domain::ops::{NewProject, ProjectPatch};
 use crate::domain::{time, vocab, Project, User};
-use crate::error::{success_json, ApiError, ApiResult, Family, SuccessResult};
+use crate::error::{ApiError, ApiResult, Family, MessageError, SuccessError, SuccessResult};
 use crate::store::DynStore;
 
 /// Loads a project the caller is a member of; a non-member gets exactly the answer for a missing project
@@ -87,11 +88,17 @@ async fn read_fields(store: &DynStore, body: &Body, user: &User, creating: bool)
     Ok(ProjectFields { patch })
 }
 
+#[utoipa::path(post, path = "/api/projects", tag = "projects", security(("bearerAuth" = [])),
+    request_body = ProjectCreateRequest, responses(
+    (status = 200, description = "Created; the caller is its owner", body = ProjectResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn create_project(
     State(state): State<AppState>,
     auth: AuthUser,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let store = state.store();
     let ProjectFields { patch } = read_fields(&store, &body, &auth.0, true).await?;
     let input = NewProject {
@@ -108,15 +115,18 @@ pub async fn create_project(
         .insert_project(input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating project"))?;
-    Ok(success_json(json!({ "message": "Project created successfully", "project": ProjectDto::from(&*project) })))
+    let body = ProjectResponse {
+        success: true,
+        message: "Project created successfully",
+        project: ProjectDto::from(&*project),
+    };
+    Ok(json_response(&body))
 }
 
-#[derive(Serialize)]
-struct ProjectsResponse<'a> {
-    success: bool,
-    projects: Vec<ProjectDto<'a>>,
-}
-
+#[utoipa::path(get, path = "/api/projects", tag = "projects", security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The projects the caller is a member of, in creation order", body = ProjectsResponse),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn list_projects(State(state): State<AppState>, auth: AuthUser) -> SuccessResult<Response> {
     let projects = state
         .store()
@@ -127,21 +137,37 @@ pub async fn list_projects(State(state): State<AppState>, auth: AuthUser) -> Suc
     Ok(json_response(&body))
 }
 
+#[utoipa::path(get, path = "/api/projects/{id}", tag = "projects", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), responses(
+    (status = 200, body = GetProjectResponse),
+    (status = 404, description = "`project_not_found` (also for a project the caller is not a member of)",
+     body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn get_project(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let (project, _) = member_project(&state.store(), &id, &auth.0, "Error retrieving project").await?;
-    Ok(success_json(json!({ "project": ProjectDto::from(&*project) })))
+    Ok(json_response(&GetProjectResponse { success: true, project: ProjectDto::from(&*project) }))
 }
 
+/// Field errors are answered in the success family, everything else in the message family (http-api.md §1.3
+/// rule 2).
+#[utoipa::path(put, path = "/api/projects/{id}", tag = "projects", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), request_body = Option<ProjectUpdateRequest>, responses(
+    (status = 200, description = "Updated (partial)", body = ProjectResponse),
+    (status = 400, description = "`validation_failed` (success family)", body = SuccessError),
+    (status = 403, description = "`permission_denied`: not an owner or admin", body = MessageError),
+    (status = 404, description = "`project_not_found`", body = MessageError),
+))]
 pub async fn update_project(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let store = state.store();
     let (_, role) = member_project(&store, &id, &auth.0, "Error updating project").await?;
     if !role.is_manager() {
@@ -157,29 +183,49 @@ pub async fn update_project(
     })?;
     let project =
         store.update_project(&id, fields.patch).await.map_err(|e| ApiError::from_store(e, "Error updating project"))?;
-    Ok(success_json(json!({ "message": "Project updated successfully", "project": ProjectDto::from(&*project) })))
+    let body = ProjectResponse {
+        success: true,
+        message: "Project updated successfully",
+        project: ProjectDto::from(&*project),
+    };
+    Ok(json_response(&body))
 }
 
+#[utoipa::path(delete, path = "/api/projects/{id}", tag = "projects", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), responses(
+    (status = 200, description = "Deleted with its members, tasks, milestones and activities",
+     body = SuccessMessageResponse),
+    (status = 403, description = "`permission_denied`: only owners delete projects", body = SuccessError),
+    (status = 404, description = "`project_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn delete_project(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<axum::Json<SuccessMessageResponse>> {
     let store = state.store();
     let (_, role) = member_project(&store, &id, &auth.0, "Error deleting project").await?;
     if !role.is_owner() {
         return Err(ApiError::permission_denied("Only project owners can delete projects").into());
     }
     store.delete_project(&id).await.map_err(|e| ApiError::from_store(e, "Error deleting project"))?;
-    Ok(success_json(json!({ "message": "Project deleted successfully" })))
+    Ok(axum::Json(SuccessMessageResponse { success: true, message: "Project deleted successfully" }))
 }
 
+#[utoipa::path(post, path = "/api/projects/{id}/channel", tag = "projects", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), request_body = ChannelLinkRequest, responses(
+    (status = 200, body = ChannelLinkedResponse),
+    (status = 400, description = "`validation_failed`", body = MessageError),
+    (status = 403, description = "`permission_denied`: viewers cannot link", body = MessageError),
+    (status = 404, description = "`project_not_found`", body = MessageError),
+))]
 pub async fn link_channel(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let store = state.store();
     let (_, role) = member_project(&store, &id, &auth.0, "Error linking channel").await?;
     if !role.can_write() {
@@ -199,14 +245,16 @@ pub async fn link_channel(
     let patch = ProjectPatch { channel_metadata: Some(Some(metadata)), ..Default::default() };
     let project =
         store.update_project(&id, patch).await.map_err(|e| ApiError::from_store(e, "Error linking channel"))?;
-    Ok(Json(json!({ "message": "Channel linked successfully", "project": ProjectDto::from(&*project) })))
+    let body = ChannelLinkedResponse { message: "Channel linked successfully", project: ProjectDto::from(&*project) };
+    Ok(json_response(&body))
 }
 
-pub async fn get_channel(
-    State(state): State<AppState>,
-    auth: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/projects/{id}/channel", tag = "projects", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), responses(
+    (status = 200, body = ChannelResponse),
+    (status = 404, description = "`project_not_found`", body = MessageError),
+))]
+pub async fn get_channel(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> ApiResult<Response> {
     let (project, _) = member_project(&state.store(), &id, &auth.0, "Error retrieving channel").await?;
     let has_channel = project
         .channel_metadata
@@ -214,5 +262,5 @@ pub async fn get_channel(
         .and_then(|m| m.get("channelId"))
         .and_then(Value::as_str)
         .is_some_and(|s| !s.is_empty());
-    Ok(Json(json!({ "channelMetadata": project.channel_metadata, "hasChannel": has_channel })))
+    Ok(json_response(&ChannelResponse { channel_metadata: project.channel_metadata.as_ref(), has_channel }))
 }

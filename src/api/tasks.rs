@@ -3,11 +3,12 @@
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 
-use super::dto::{ActivityDto, TaskDto};
+use super::dto::{
+    ActivitiesResponse, ActivityDto, GetTaskResponse, SuccessMessageResponse, TaskCreateRequest, TaskDto, TaskResponse,
+    TaskUpdateRequest, TasksResponse,
+};
 use super::extract::JsonObject;
 use super::json_response;
 use super::projects::member_project;
@@ -17,7 +18,7 @@ use crate::auth::AuthUser;
 use crate::domain::access;
 use crate::domain::ops::{NewTask, TaskPatch};
 use crate::domain::{time, vocab, Project};
-use crate::error::{success_json, ApiError, ApiResult, SuccessResult};
+use crate::error::{ApiError, ApiResult, SuccessError, SuccessResult};
 use crate::store::{ActivityQuery, DynStore};
 
 /// `assignedTo` must be an existing user; returns how the activity names them (their name when they belong
@@ -49,12 +50,12 @@ fn read_patch(body: &Body, creating: bool) -> ApiResult<TaskPatch> {
     })
 }
 
-#[derive(Serialize)]
-struct TasksResponse<'a> {
-    success: bool,
-    tasks: Vec<TaskDto<'a>>,
-}
-
+#[utoipa::path(get, path = "/api/projects/{id}/tasks", tag = "tasks", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), responses(
+    (status = 200, description = "In position order", body = TasksResponse),
+    (status = 404, description = "`project_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn list_tasks(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -66,22 +67,37 @@ pub async fn list_tasks(
     Ok(json_response(&body))
 }
 
+#[utoipa::path(get, path = "/api/projects/{id}/tasks/{task_id}", tag = "tasks", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id"), ("task_id" = String, Path, description = "Task id")),
+    responses(
+    (status = 200, body = GetTaskResponse),
+    (status = 404, description = "`project_not_found` or `task_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn get_task(
     State(state): State<AppState>,
     auth: AuthUser,
     Path((project_id, task_id)): Path<(String, String)>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let (project, _) = member_project(&state.store(), &project_id, &auth.0, "Error fetching task").await?;
     let task = project.tasks.iter().find(|t| t.id == task_id).ok_or_else(ApiError::task_not_found)?;
-    Ok(success_json(json!({ "task": TaskDto::new(&project.id, task) })))
+    Ok(json_response(&GetTaskResponse { success: true, task: TaskDto::new(&project.id, task) }))
 }
 
+#[utoipa::path(post, path = "/api/projects/{id}/tasks", tag = "tasks", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id")), request_body = TaskCreateRequest, responses(
+    (status = 200, description = "Created, appended at the end", body = TaskResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 403, description = "`permission_denied`: viewers cannot modify tasks", body = SuccessError),
+    (status = 404, description = "`project_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn create_task(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(project_id): Path<String>,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let store = state.store();
     let (project, role) = member_project(&store, &project_id, &auth.0, "Error creating task").await?;
     if !role.can_write() {
@@ -101,15 +117,26 @@ pub async fn create_task(
         .insert_task(&project_id, input, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating task"))?;
-    Ok(success_json(json!({ "message": "Task created successfully", "task": TaskDto::new(&project_id, &task) })))
+    let body =
+        TaskResponse { success: true, message: "Task created successfully", task: TaskDto::new(&project_id, &task) };
+    Ok(json_response(&body))
 }
 
+#[utoipa::path(put, path = "/api/projects/{id}/tasks/{task_id}", tag = "tasks", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id"), ("task_id" = String, Path, description = "Task id")),
+    request_body = Option<TaskUpdateRequest>, responses(
+    (status = 200, description = "Updated (partial); the task as stored", body = TaskResponse),
+    (status = 400, description = "`validation_failed`", body = SuccessError),
+    (status = 403, description = "`permission_denied`: viewers cannot modify tasks", body = SuccessError),
+    (status = 404, description = "`project_not_found` or `task_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn update_task(
     State(state): State<AppState>,
     auth: AuthUser,
     Path((project_id, task_id)): Path<(String, String)>,
     JsonObject(body): JsonObject,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let store = state.store();
     let (project, role) = member_project(&store, &project_id, &auth.0, "Error updating task").await?;
     if !role.can_write() {
@@ -124,14 +151,24 @@ pub async fn update_task(
         .update_task(&project_id, &task_id, patch, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating task"))?;
-    Ok(success_json(json!({ "message": "Task updated successfully", "task": TaskDto::new(&project_id, &task) })))
+    let body =
+        TaskResponse { success: true, message: "Task updated successfully", task: TaskDto::new(&project_id, &task) };
+    Ok(json_response(&body))
 }
 
+#[utoipa::path(delete, path = "/api/projects/{id}/tasks/{task_id}", tag = "tasks", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Project id"), ("task_id" = String, Path, description = "Task id")),
+    responses(
+    (status = 200, body = SuccessMessageResponse),
+    (status = 403, description = "`permission_denied`: only owners and admins delete tasks", body = SuccessError),
+    (status = 404, description = "`project_not_found` or `task_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn delete_task(
     State(state): State<AppState>,
     auth: AuthUser,
     Path((project_id, task_id)): Path<(String, String)>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Json<SuccessMessageResponse>> {
     let store = state.store();
     let (project, role) = member_project(&store, &project_id, &auth.0, "Error deleting task").await?;
     if !project.tasks.iter().any(|t| t.id == task_id) {
@@ -144,7 +181,7 @@ pub async fn delete_task(
         .delete_task(&project_id, &task_id, &auth.actor())
         .await
         .map_err(|e| ApiError::from_store(e, "Error deleting task"))?;
-    Ok(success_json(json!({ "message": "Task deleted successfully" })))
+    Ok(Json(SuccessMessageResponse { success: true, message: "Task deleted successfully" }))
 }
 
 fn query_int(
@@ -173,19 +210,36 @@ fn query_date(q: &HashMap<String, String>, key: &str, field: &str) -> ApiResult<
     }
 }
 
+#[utoipa::path(get, path = "/api/projects/{id}/activities", tag = "tasks", security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "Project id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size, default 50"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Default 0"),
+        ("type" = Option<String>, Query, description = "Exact `type`, e.g. `task.updated`"),
+        ("userId" = Option<String>, Query, description = "Exact actor id"),
+        ("dateFrom" = Option<String>, Query, description = "Inclusive lower bound on `timestamp` (ISO 8601)"),
+        ("dateTo" = Option<String>, Query, description = "Inclusive upper bound on `timestamp` (ISO 8601)"),
+    ),
+    responses(
+    (status = 200, description = "Newest first, filters applied before paging", body = ActivitiesResponse),
+    (status = 400, description = "`validation_failed`: bad `limit`, `offset`, date, or a NUL in a filter",
+     body = SuccessError),
+    (status = 404, description = "`project_not_found`", body = SuccessError),
+    (status = 500, body = SuccessError), (status = 503, body = SuccessError),
+))]
 pub async fn list_activities(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(project_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> SuccessResult<Json<Value>> {
+) -> SuccessResult<Response> {
     let store = state.store();
     member_project(&store, &project_id, &auth.0, "Error fetching activities").await?;
     let query = ActivityQuery {
         limit: query_int(&q, "limit", "Limit", 50, 1, 200)?,
         offset: query_int(&q, "offset", "Offset", 0, 0, usize::MAX)?,
-        kind: q.get("type").cloned(),
-        user_id: q.get("userId").cloned(),
+        kind: v::query_text(&q, "type")?,
+        user_id: v::query_text(&q, "userId")?,
         date_from: query_date(&q, "dateFrom", "Date from")?,
         date_to: query_date(&q, "dateTo", "Date to")?,
     };
@@ -195,5 +249,5 @@ pub async fn list_activities(
         .map_err(|e| ApiError::from_store(e, "Error fetching activities"))?;
     let has_more = query.offset + page.activities.len() < page.total;
     let activities: Vec<ActivityDto> = page.activities.iter().map(ActivityDto::from).collect();
-    Ok(success_json(json!({ "activities": activities, "total": page.total, "hasMore": has_more })))
+    Ok(json_response(&ActivitiesResponse { success: true, activities, total: page.total, has_more }))
 }

@@ -2,56 +2,20 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
+use axum::response::Response;
+use serde_json::Value;
 
+use super::dto::{
+    OrganizationDto, OrganizationResponse, OrganizationsResponse, TeamCreateRequest, TeamCreatedResponse, TeamDto,
+    TeamResponse, TeamsResponse,
+};
 use super::extract::JsonObject;
+use super::json_response;
 use super::validate::Body;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::{access, new_id, time, Member, Team, User};
-use crate::error::{ApiError, ApiResult};
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TeamDto<'a> {
-    id: &'a str,
-    name: &'a str,
-    description: &'a str,
-    created_by: &'a str,
-    created_at: &'a str,
-    updated_at: Option<&'a str>,
-    members: Vec<super::dto::MemberDto<'a>>,
-    invites: &'a [Value],
-}
-
-impl<'a> From<&'a Team> for TeamDto<'a> {
-    fn from(t: &'a Team) -> Self {
-        TeamDto {
-            id: &t.id,
-            name: &t.name,
-            description: &t.description,
-            created_by: &t.created_by,
-            created_at: &t.created_at,
-            updated_at: t.updated_at.as_deref(),
-            members: t.members.iter().map(super::dto::MemberDto::from).collect(),
-            invites: &t.invites,
-        }
-    }
-}
-
-fn organization_view(t: &Team, user: &User) -> Value {
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "description": t.description,
-        "role": access::team_role(t, user).unwrap_or("member"),
-        "createdAt": t.created_at,
-        "memberCount": t.members.len(),
-    })
-}
+use crate::error::{ApiError, ApiResult, MessageError};
 
 /// `name` (1–200) and `description` (≤ 2000) of a new team or organization.
 fn read_team_fields(body: &Body, field: &str) -> ApiResult<(String, String)> {
@@ -89,25 +53,32 @@ fn new_team(name: String, description: String, creator: &User, role: &str, organ
     }
 }
 
+#[utoipa::path(post, path = "/api/teams", tag = "teams", security(("bearerAuth" = [])),
+    request_body = TeamCreateRequest, responses(
+    (status = 200, description = "Created; the caller is its owner", body = TeamCreatedResponse),
+    (status = 400, description = "`validation_failed`", body = MessageError),
+))]
 pub async fn create_team(
     State(state): State<AppState>,
     auth: AuthUser,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let (name, description) = read_team_fields(&body, "Team name")?;
     let team = state
         .store()
         .insert_team(new_team(name, description, &auth.0, "owner", false))
         .await
         .map_err(|e| ApiError::from_store(e, "Error creating team"))?;
-    Ok(Json(json!({ "message": "Team created successfully", "team": TeamDto::from(&team) })))
+    Ok(json_response(&TeamCreatedResponse { message: "Team created successfully", team: TeamDto::from(&team) }))
 }
 
-pub async fn list_teams(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/teams", tag = "teams", security(("bearerAuth" = [])), responses(
+    (status = 200, description = "Every team record the caller is a member of", body = TeamsResponse),
+))]
+pub async fn list_teams(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Response> {
     let teams =
         state.store().list_teams_for(&auth.0).await.map_err(|e| ApiError::from_store(e, "Error retrieving teams"))?;
-    let dtos: Vec<TeamDto> = teams.iter().map(TeamDto::from).collect();
-    Ok(Json(json!({ "teams": dtos })))
+    Ok(json_response(&TeamsResponse { teams: teams.iter().map(TeamDto::from).collect() }))
 }
 
 /// A team record the caller belongs to: 404 when it does not exist, 403 `access_denied` when they are not in it.
@@ -129,21 +100,36 @@ async fn member_team(
     Ok(team)
 }
 
-pub async fn get_team(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/teams/{id}", tag = "teams", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Team id")), responses(
+    (status = 200, body = TeamResponse),
+    (status = 403, description = "`access_denied`: not a member", body = MessageError),
+    (status = 404, description = "`team_not_found`", body = MessageError),
+))]
+pub async fn get_team(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> ApiResult<Response> {
     let team = member_team(&state, &auth.0, &id, ("team_not_found", "Team not found"), "Error retrieving team").await?;
-    Ok(Json(json!({ "team": TeamDto::from(&team) })))
+    Ok(json_response(&TeamResponse { team: TeamDto::from(&team) }))
 }
 
-pub async fn list_organizations(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/organizations", tag = "teams", security(("bearerAuth" = [])), responses(
+    (status = 200, description = "Every team record the caller is a member of, as organizations",
+     body = OrganizationsResponse),
+))]
+pub async fn list_organizations(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Response> {
     let teams = state
         .store()
         .list_teams_for(&auth.0)
         .await
         .map_err(|e| ApiError::from_store(e, "Failed to fetch organizations"))?;
-    let orgs: Vec<Value> = teams.iter().map(|t| organization_view(t, &auth.0)).collect();
-    Ok(Json(json!({ "success": true, "organizations": orgs })))
+    let organizations = teams.iter().map(|t| OrganizationDto::new(t, &auth.0)).collect();
+    Ok(json_response(&OrganizationsResponse { success: true, organizations }))
 }
 
+#[utoipa::path(post, path = "/api/organizations", tag = "teams", security(("bearerAuth" = [])),
+    request_body = TeamCreateRequest, responses(
+    (status = 201, description = "Created; the caller is its admin", body = OrganizationResponse),
+    (status = 400, description = "`validation_failed`", body = MessageError),
+))]
 pub async fn create_organization(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -155,15 +141,23 @@ pub async fn create_organization(
         .insert_team(new_team(name, description, &auth.0, "admin", true))
         .await
         .map_err(|e| ApiError::from_store(e, "Failed to create organization"))?;
-    let body = json!({ "success": true, "organization": organization_view(&team, &auth.0) });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let mut resp =
+        json_response(&OrganizationResponse { success: true, organization: OrganizationDto::new(&team, &auth.0) });
+    *resp.status_mut() = StatusCode::CREATED;
+    Ok(resp)
 }
 
+#[utoipa::path(get, path = "/api/organizations/{id}", tag = "teams", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Organization id")), responses(
+    (status = 200, body = OrganizationResponse),
+    (status = 403, description = "`access_denied`: not a member", body = MessageError),
+    (status = 404, description = "`organization_not_found`", body = MessageError),
+))]
 pub async fn get_organization(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let team = member_team(
         &state,
         &auth.0,
@@ -172,5 +166,5 @@ pub async fn get_organization(
         "Failed to fetch organization",
     )
     .await?;
-    Ok(Json(json!({ "success": true, "organization": organization_view(&team, &auth.0) })))
+    Ok(json_response(&OrganizationResponse { success: true, organization: OrganizationDto::new(&team, &auth.0) }))
 }

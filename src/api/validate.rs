@@ -83,9 +83,24 @@ pub fn optional_id(body: &Body, key: &str, field: &str) -> Result<Option<Option<
     }
 }
 
-/// Path ids: opaque strings; anything over 128 characters can match no record (http-api.md §1.6).
+/// Path ids: opaque strings; anything over 128 characters, or holding a NUL (which no stored id can: PostgreSQL
+/// text cannot hold one), can match no record (http-api.md §1.6).
 pub fn path_id_ok(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128
+    !id.is_empty() && id.len() <= 128 && !id.contains('\0')
+}
+
+/// NUL characters are refused in every client string: PostgreSQL text cannot store them, and a lookup by such a
+/// value failed there with a 500 while the JSON store accepted it (found by the schemathesis run).
+pub fn nul_refused(field: &str) -> ApiError {
+    ApiError::validation(field, format!("{field} must not contain NUL characters"))
+}
+
+/// A query parameter used as a filter (`?projectId=`, `?userId=`…).
+pub fn query_text(q: &std::collections::HashMap<String, String>, key: &str) -> Result<Option<String>, ApiError> {
+    match q.get(key) {
+        Some(s) if s.contains('\0') => Err(nul_refused(key)),
+        other => Ok(other.cloned()),
+    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub fn parse_client_date(s: &str) -> Option<Timestamp> {
     let (body, offset_secs) = split_offset(s)?;
     let naive =
         ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"].iter().find_map(|f| NaiveDateTime::parse_from_str(body, f).ok())?;
-    let utc = naive.and_utc() - chrono::Duration::seconds(offset_secs);
+    let utc = naive.and_utc().checked_sub_signed(chrono::Duration::seconds(offset_secs))?;
     Some(format_ts(utc))
 }
 
@@ -57,7 +57,8 @@ fn split_offset(s: &str) -> Option<(&str, i64)> {
     if s.len() < 6 {
         return None;
     }
-    let (body, off) = s.split_at(s.len() - 6);
+    // Client text: the last six bytes need not start on a character boundary.
+    let (body, off) = s.split_at_checked(s.len() - 6)?;
     let bytes = off.as_bytes();
     let sign = match bytes[0] {
         b'+' => 1,
@@ -67,8 +68,8 @@ fn split_offset(s: &str) -> Option<(&str, i64)> {
     if bytes[3] != b':' {
         return None;
     }
-    let h: i64 = off[1..3].parse().ok()?;
-    let m: i64 = off[4..6].parse().ok()?;
+    let h: i64 = off.get(1..3)?.parse().ok()?;
+    let m: i64 = off.get(4..6)?.parse().ok()?;
     if h > 23 || m > 59 {
         return None;
     }
@@ -92,5 +93,14 @@ mod tests {
         assert!(parse_client_date("2025-10-30T10:00").is_none());
         assert!(parse_client_date("tomorrow").is_none());
         assert!(parse_client_date("2025-13-01").is_none());
+    }
+
+    #[test]
+    fn non_ascii_dates_are_refused_rather_than_panicking() {
+        // Found by the schemathesis run: `split_at` in the middle of a multi-byte character panicked (500).
+        for s in ["\u{f0b0}\u{92b3}ò\u{87}", "Ëp", "2025-10-30T10:00+é:00", "2025-10-30T10:00é00:00", "ééééééé"]
+        {
+            assert!(parse_client_date(s).is_none(), "{s}");
+        }
     }
 }

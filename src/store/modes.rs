@@ -104,7 +104,7 @@ pub struct SwitchRequest {
     pub timeout: Duration,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SwitchOutcome {
     pub previous_mode: StoreMode,
@@ -115,7 +115,7 @@ pub struct SwitchOutcome {
     pub outbox: OutboxStatus,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastValidation {
     pub at: String,
@@ -123,7 +123,7 @@ pub struct LastValidation {
     pub epoch: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceInfo {
     pub id: String,
@@ -133,7 +133,7 @@ pub struct InstanceInfo {
 }
 
 /// The body of `GET /api/admin/store` (http-api.md §13).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreStatus {
     pub mode: StoreMode,

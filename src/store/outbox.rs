@@ -198,7 +198,7 @@ const BATCH: usize = 200;
 /// After this many failed attempts an entry is `stuck` (store-modes.md §2): still retried, but readiness degrades.
 pub const STUCK_AFTER: u32 = 10;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayError {
     pub entity: String,
@@ -225,7 +225,7 @@ struct WorkerState {
 }
 
 /// What `GET /api/admin/store` and `store status` show of the outbox.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxStatus {
     pub depth: usize,

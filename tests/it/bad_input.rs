@@ -98,3 +98,31 @@ async fn odd_path_ids_are_404() {
         assert_eq!(r.status, 404, "{path}: {}", r.body);
     }
 }
+
+/// PostgreSQL text cannot hold NUL, so a NUL anywhere in client text is refused the same way in every store mode
+/// (the schemathesis run found 500s on the PostgreSQL store).
+#[tokio::test]
+async fn nul_characters_are_refused_rather_than_failing_the_store() {
+    let app = TestApp::spawn().await;
+    let (t, _) = app.signup("nul@example.com").await;
+    let p = app.create_project(&t, "Nul").await;
+    let r = app.post("/api/projects", &t, json!({"name": "a\u{0}b"})).await;
+    assert_eq!(
+        (r.status.as_u16(), &r.body["code"], &r.body["field"]),
+        (400, &json!("validation_failed"), &json!("name"))
+    );
+    let r = app.post(&format!("/api/projects/{p}/members"), &t, json!({"email": "x\u{0}@example.com"})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = app.put(&format!("/api/projects/{p}"), &t, json!({"description": {"deep": ["\u{0}"]}})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = app.get("/api/projects/a%00b", &t).await;
+    assert_eq!((r.status.as_u16(), &r.body["code"]), (404, &json!("project_not_found")));
+    let r = app.get(&format!("/api/projects/{p}/activities?userId=%00"), &t).await;
+    assert_eq!((r.status.as_u16(), &r.body["code"]), (400, &json!("validation_failed")));
+    let r = app.get("/api/files?projectId=a%00", &t).await;
+    assert_eq!((r.status.as_u16(), &r.body["code"]), (400, &json!("validation_failed")));
+    let r = app
+        .call(reqwest::Method::POST, "/api/auth/login", None, Some(json!({"email": "\u{0}", "password": "x"})))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

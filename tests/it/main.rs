@@ -7,6 +7,7 @@ mod files_api;
 mod google_support;
 mod http_hardening;
 mod members_api;
+mod openapi_api;
 mod projects_api;
 mod rate_limits;
 mod support;
