@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
 
 use super::extract::JsonObject;
-use super::projects::member_project;
+use super::projects::member_access;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::ops::FilePatch;
@@ -247,7 +247,7 @@ async fn receive(
     }
     if let Some(pid) = project_id {
         // Same answer for an unknown project and a foreign one (http-api.md §1.10).
-        member_project(&state.store(), &pid, &auth.0, "Error uploading files").await?;
+        member_access(&state.store(), &pid, &auth.0, "Error uploading files", false).await?;
         for r in &mut records {
             r.project_id = Some(pid.clone());
         }
