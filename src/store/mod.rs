@@ -50,7 +50,7 @@ pub struct UserPatch {
 pub const USER_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A project's creator and members, and its tasks when they were asked for ([`Store::get_project_access`]).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProjectAccess {
     pub id: String,
     pub created_by: String,

@@ -167,8 +167,9 @@ pub const PROJECT_BY_ID_WITHOUT_TASKS: &str = concat!(project_select_without_tas
 pub const PROJECT_ACCESS: &str =
     concat!("select p.id as project_id, p.manager_id, ", members_of_p!(), " as members from projects p where p.id = $1");
 /// The same with the tasks in list order, in one statement and one round trip: a row per task (plain columns,
-/// decoded without a JSON pass), each repeating the creator and the members, which are computed once; a project
-/// without tasks is one row with a null task id.
+/// decoded without a JSON pass), each repeating the creator and the members; a project without tasks is one row
+/// with a null task id. `offset 0` keeps the planner from pulling the members' subquery up into the join, where
+/// it would run once per task row instead of once.
 pub const PROJECT_ACCESS_WITH_TASKS: &str = concat!(
     "select p.id as project_id, p.manager_id, mm.members, t.id, t.position, t.title, t.description, t.status, \
        t.priority, t.assigned_to, t.due_date, t.created_by, t.created_at, t.updated_at, t.completed_at, t.tags, \
@@ -176,7 +177,7 @@ pub const PROJECT_ACCESS_WITH_TASKS: &str = concat!(
      from projects p \
      cross join lateral (select ",
     members_of_p!(),
-    " as members) mm \
+    " as members offset 0) mm \
      left join tasks t on t.project_id = p.id \
      where p.id = $1 \
      order by t.position, t.created_at, t.id"
