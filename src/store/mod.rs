@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::domain::access::{self, Role};
 use crate::domain::ops::{
     FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
 };
-use crate::domain::access::{self, Role};
 use crate::domain::{Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -164,8 +164,11 @@ pub async fn update_user(conn: &mut PgConnection, r: &UserRow) -> Result<(), sql
 pub const PROJECT_BY_ID: &str = concat!(project_select!(), "where p.id = $1");
 pub const PROJECT_BY_ID_WITHOUT_TASKS: &str = concat!(project_select_without_tasks!(), "where p.id = $1");
 /// Who may use a project: creator and members, one row.
-pub const PROJECT_ACCESS: &str =
-    concat!("select p.id as project_id, p.manager_id, ", members_of_p!(), " as members from projects p where p.id = $1");
+pub const PROJECT_ACCESS: &str = concat!(
+    "select p.id as project_id, p.manager_id, ",
+    members_of_p!(),
+    " as members from projects p where p.id = $1"
+);
 /// The same with the tasks in list order, in one statement and one round trip: a row per task (plain columns,
 /// decoded without a JSON pass), each repeating the creator and the members; a project without tasks is one row
 /// with a null task id. `offset 0` keeps the planner from pulling the members' subquery up into the join, where
