@@ -348,11 +348,19 @@ const UPDATE_TASK: &str = "update tasks set title = $3, description = $4, status
      where id = $1 and project_id = $2";
 /// A new task goes after every existing one, whatever gaps deletes left (http-api.md §1.11); `$3` is its position
 /// in a project without tasks. Run under the project lock, in a statement after it (see [`LOCK_PROJECT`]), so the
-/// maximum includes every committed task.
-const INSERT_TASK_AT_END: &str = "insert into tasks (id, project_id, position, title, description, status, \
-     priority, assigned_to, due_date, created_by, created_at, updated_at, completed_at, tags, attachments, extra) \
-     values ($1, $2, coalesce((select max(position) + 1 from tasks where project_id = $2), $3), $4, $5, $6, $7, $8, \
-       $9, $10, $11, $12, $13, $14, $15, $16)";
+/// maximum includes every committed task. Answers the counts of [`TASK_COUNTS`] after the insert (the statement's
+/// snapshot does not show its own insert, so the new row is added to them), saving a round trip under the lock.
+const INSERT_TASK_AT_END: &str = "with ins as ( \
+       insert into tasks (id, project_id, position, title, description, status, priority, assigned_to, due_date, \
+         created_by, created_at, updated_at, completed_at, tags, attachments, extra) \
+       values ($1, $2, coalesce((select max(position) + 1 from tasks where project_id = $2), $3), $4, $5, $6, $7, \
+         $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+       returning status), \
+     d as (select (select count(*) from tasks where project_id = $2 and status = 'completed') \
+                  + (select count(*) from ins where status = 'completed') as done) \
+     select d.done, \
+       case when d.done = 0 then 0 else (select count(*) from tasks where project_id = $2) + 1 end as total \
+     from d";
 pub const TASK_BY_ID: &str = concat!("select ", task_cols!(), " from tasks where id = $1 and project_id = $2");
 /// What a project's progress is computed from (`domain::model::progress_from_counts`): completed tasks, and all
 /// tasks only when some are completed (otherwise progress is 0 whatever the total), so that the common case reads
@@ -387,8 +395,15 @@ fn bind_task<'q>(
         .bind(sqlx::types::Json(&r.extra))
 }
 
-pub async fn insert_task_at_end(conn: &mut PgConnection, project: Uuid, r: &TaskRow) -> Result<(), sqlx::Error> {
-    bind_task(INSERT_TASK_AT_END, project, r).execute(conn).await.map(drop)
+/// Returns the project's (completed, total) task counts after the insert, as [`TASK_COUNTS`] does.
+pub async fn insert_task_at_end(
+    conn: &mut PgConnection,
+    project: Uuid,
+    r: &TaskRow,
+) -> Result<(i64, i64), sqlx::Error> {
+    use sqlx::Row;
+    let row = bind_task(INSERT_TASK_AT_END, project, r).fetch_one(conn).await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 pub async fn upsert_task(conn: &mut PgConnection, project: Uuid, r: &TaskRow) -> Result<u64, sqlx::Error> {

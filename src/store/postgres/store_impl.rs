@@ -110,8 +110,19 @@ impl PostgresStore {
     /// tasks; so do we, from counts taken inside the write's transaction (under the project lock), writing only when
     /// the value changes.
     async fn sync_progress(&self, conn: &mut PgConnection, project: Uuid, stored: i16) -> StoreResult<()> {
-        let (done, total): (i64, i64) =
+        let counts =
             sqlx::query_as(rows::TASK_COUNTS).bind(project).fetch_one(&mut *conn).await.map_err(|e| self.err(e))?;
+        self.store_progress(conn, project, stored, counts).await
+    }
+
+    /// Writes the progress of `(completed, total)` tasks when it differs from the `stored` one.
+    async fn store_progress(
+        &self,
+        conn: &mut PgConnection,
+        project: Uuid,
+        stored: i16,
+        (done, total): (i64, i64),
+    ) -> StoreResult<()> {
         let progress = progress_from_counts(done.unsigned_abs(), total.unsigned_abs());
         if progress == i64::from(stored) {
             return Ok(());
@@ -424,13 +435,15 @@ impl Store for PostgresStore {
         // Position 0 if the project has no task yet; else after the last one (decided under the lock).
         let row = mapping::task_to_row(&task, 0).map_err(map_err)?;
         let project = storage_id(Entity::Project, project_id);
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let stored = self.lock_for_tasks(&mut tx, project).await?;
-        rows::insert_task_at_end(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
-        self.insert_activity(&mut tx, &activity, None).await?;
-        self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // Queued before the lock, to keep a round trip out of the time the lock is held: PostgreSQL delivers
+        // notifications at commit, in commit order, wherever in the transaction they were issued.
         self.notify(&mut tx, &events).await?;
+        let stored = self.lock_for_tasks(&mut tx, project).await?;
+        let counts = rows::insert_task_at_end(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &activity, None).await?;
+        self.store_progress(&mut tx, project, stored, counts).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(events);
         Ok((task, activity))
