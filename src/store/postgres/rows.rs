@@ -169,21 +169,24 @@ pub const PROJECT_ACCESS: &str = concat!(
     members_of_p!(),
     " as members from projects p where p.id = $1"
 );
-/// The same with the tasks in list order, in one statement and one round trip: a row per task (plain columns,
-/// decoded without a JSON pass), each repeating the creator and the members; a project without tasks is one row
-/// with a null task id. `offset 0` keeps the planner from pulling the members' subquery up into the join, where
-/// it would run once per task row instead of once.
+/// The same with the tasks in list order, in one statement and one round trip: a first row with the project's id,
+/// creator and members (and null task columns), then a row per task (plain columns, decoded without a JSON pass;
+/// null project columns). A missing project is no row at all (tasks cannot outlive their project). The members are
+/// sent once rather than joined onto every task row, which made PostgreSQL render their `jsonb` once per task.
 pub const PROJECT_ACCESS_WITH_TASKS: &str = concat!(
-    "select p.id as project_id, p.manager_id, mm.members, t.id, t.position, t.title, t.description, t.status, \
-       t.priority, t.assigned_to, t.due_date, t.created_by, t.created_at, t.updated_at, t.completed_at, t.tags, \
-       t.attachments, t.extra \
-     from projects p \
-     cross join lateral (select ",
+    "select p.id as project_id, p.manager_id, ",
     members_of_p!(),
-    " as members offset 0) mm \
-     left join tasks t on t.project_id = p.id \
-     where p.id = $1 \
-     order by t.position, t.created_at, t.id"
+    " as members, \
+       null::uuid as id, null::int as position, null::text as title, null::text as description, \
+       null::text as status, null::text as priority, null::uuid as assigned_to, null::timestamptz as due_date, \
+       null::uuid as created_by, null::timestamptz as created_at, null::timestamptz as updated_at, \
+       null::timestamptz as completed_at, null::text[] as tags, null::jsonb as attachments, null::jsonb as extra \
+     from projects p where p.id = $1 \
+     union all \
+     select null, null, null, ",
+    task_cols!(),
+    " from tasks where project_id = $1 \
+     order by position nulls first, created_at, id"
 );
 /// Every project-scoped write starts by locking the project row, so writes to one project are serialised while
 /// reads and other projects go on. The lock is its own statement on purpose: under READ COMMITTED a

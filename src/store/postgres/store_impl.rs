@@ -367,18 +367,13 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        let Some(first) = rows.first() else { return Ok(None) };
+        // The project's row sorts first (null position); the others are its tasks.
+        let Some((first, task_rows)) = rows.split_first() else { return Ok(None) };
         let head = |r: &PgRow| -> Result<(Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>), sqlx::Error> {
             Ok((r.try_get("project_id")?, r.try_get("manager_id")?, r.try_get("members")?))
         };
         let (id, creator, members) = head(first).map_err(|e| self.err(e))?;
-        let mut tasks = Vec::with_capacity(rows.len());
-        for r in &rows {
-            // The one row of a project without tasks carries no task.
-            if r.try_get::<Option<Uuid>, _>("id").map_err(|e| self.err(e))?.is_some() {
-                tasks.push(TaskRow::from_row(r).map_err(|e| self.err(e))?);
-            }
-        }
+        let tasks = task_rows.iter().map(TaskRow::from_row).collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
         self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &tasks))).await
     }
 
