@@ -364,6 +364,31 @@ async fn users_lookup_conflicts_and_legacy_ids() {
 }
 
 #[tokio::test]
+async fn the_request_user_cache_sees_own_writes_at_once_and_other_instances_within_its_ttl() {
+    let db = TestDb::new().await;
+    let here = db.migrated().await;
+    let elsewhere = db.store().await;
+    seed_users(&here).await;
+    for id in [A, LEGACY] {
+        assert!(here.get_user_for_request(id).await.unwrap().unwrap().is_active, "{id} starts active");
+        assert!(elsewhere.get_user_for_request(id).await.unwrap().unwrap().is_active);
+    }
+    let disable = || store::UserPatch { is_active: Some(false), touch_updated_at: true, ..Default::default() };
+    here.update_user(A, disable()).await.unwrap();
+    here.update_user(LEGACY, disable()).await.unwrap();
+    let disabled_at = Instant::now();
+    for id in [A, LEGACY] {
+        assert!(!here.get_user_for_request(id).await.unwrap().unwrap().is_active, "{id}: own write seen at once");
+    }
+    // The other instance may serve its cached record for at most the TTL (auth.md §1), then reads the new one.
+    tokio::time::sleep(store::USER_CACHE_TTL.saturating_sub(disabled_at.elapsed()) + Duration::from_millis(50)).await;
+    for id in [A, LEGACY] {
+        assert!(!elsewhere.get_user_for_request(id).await.unwrap().unwrap().is_active, "{id} after the TTL");
+    }
+    assert_eq!(here.get_user_for_request("aaaaaaaa-0000-4000-8000-0000000000ff").await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn concurrent_signups_of_case_variants_create_one_account() {
     let db = TestDb::new().await;
     let s = Arc::new(db.migrated().await);
@@ -508,8 +533,15 @@ async fn tasks_positions_progress_and_completed_at() {
 
     assert_eq!(code(&s.update_task(&p.id, &t1.id, TaskPatch::default(), &actor).await.unwrap_err()), "task_not_found");
     assert_eq!(code(&s.delete_task(&p.id, &t1.id, &actor).await.unwrap_err()), "task_not_found");
+    let access = s.get_project_access(&p.id, true).await.unwrap().unwrap();
+    assert_eq!((access.id.as_str(), access.created_by.as_str()), (now.id.as_str(), now.created_by.as_str()));
+    assert_eq!((access.members, access.tasks), (now.members.clone(), now.tasks.clone()));
+    assert!(s.get_project_access(&p.id, false).await.unwrap().unwrap().tasks.is_empty());
     let nowhere = "bbbbbbbb-0000-4000-8000-0000000000ff";
     assert_eq!(code(&s.insert_task(nowhere, task_input("x"), &actor).await.unwrap_err()), "project_not_found");
+    for with_tasks in [false, true] {
+        assert_eq!(s.get_project_access(nowhere, with_tasks).await.unwrap(), None);
+    }
     drop(b);
 }
 
@@ -913,6 +945,12 @@ async fn legacy_fixtures_read_back_identical() {
     }
     for p in state.projects.values() {
         assert_eq!(fresh.get_project(&p.id).await.unwrap().as_deref(), Some(&**p), "project {}", p.id);
+        // The membership-and-tasks read of task requests answers as the JSON store's, legacy ids and order included.
+        for with_tasks in [false, true] {
+            let want = json.get_project_access(&p.id, with_tasks).await.unwrap();
+            let got = fresh.get_project_access(&p.id, with_tasks).await.unwrap();
+            assert_eq!(got, want, "access to project {} (with tasks: {with_tasks})", p.id);
+        }
         let want = json.list_activities(&p.id, &all_activities()).await.unwrap();
         let got = fresh.list_activities(&p.id, &all_activities()).await.unwrap();
         assert_eq!((got.activities, got.total), (want.activities, want.total), "activities of {}", p.id);

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use super::dto::{FileDto, FileUpdateRequest, FileUploadForm, FilesResponse, FilesUploadedResponse, MessageResponse};
 use super::extract::JsonObject;
 use super::json_response;
-use super::projects::member_project;
+use super::projects::member_access;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::ops::FilePatch;
@@ -209,7 +209,7 @@ async fn receive(
     }
     if let Some(pid) = project_id {
         // Same answer for an unknown project and a foreign one (http-api.md §1.10).
-        member_project(&state.store(), &pid, &auth.0, "Error uploading files").await?;
+        member_access(&state.store(), &pid, &auth.0, "Error uploading files", false).await?;
         for r in &mut records {
             r.project_id = Some(pid.clone());
         }

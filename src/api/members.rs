@@ -9,7 +9,7 @@ use super::dto::{
     MemberAddRequest, MemberDetail, MemberResponse, MemberUpdateRequest, MembersResponse, SuccessMessageResponse,
 };
 use super::extract::JsonObject;
-use super::projects::member_project;
+use super::projects::{member_access, member_project};
 use super::validate::Body;
 use crate::app::AppState;
 use crate::auth::AuthUser;
@@ -89,7 +89,7 @@ pub async fn add_member(
     JsonObject(body): JsonObject,
 ) -> SuccessResult<Json<MemberResponse>> {
     let store = state.store();
-    let (_, caller_role) = member_project(&store, &id, &auth.0, "Error adding member").await?;
+    let (_, caller_role) = member_access(&store, &id, &auth.0, "Error adding member", false).await?;
     manager_check(caller_role)?;
     let str_field = |k: &str| body.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
     let target = match (str_field("userId"), str_field("email")) {

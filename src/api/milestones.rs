@@ -6,7 +6,7 @@ use axum::response::Response;
 use super::dto::{MilestoneCreateRequest, MilestoneDto, MilestoneResponse, MilestoneUpdateRequest};
 use super::extract::JsonObject;
 use super::json_response;
-use super::projects::member_project;
+use super::projects::{member_access, member_project};
 use super::validate as v;
 use crate::app::AppState;
 use crate::auth::AuthUser;
@@ -29,7 +29,7 @@ pub async fn create_milestone(
     JsonObject(body): JsonObject,
 ) -> SuccessResult<Response> {
     let store = state.store();
-    let (_, role) = member_project(&store, &id, &auth.0, "Error creating milestone").await?;
+    let (_, role) = member_access(&store, &id, &auth.0, "Error creating milestone", false).await?;
     if !role.can_write() {
         return Err(ApiError::permission_denied("Viewers cannot modify milestones").into());
     }

@@ -19,7 +19,7 @@ use crate::domain::access::{self, Role};
 use crate::domain::ops::{NewProject, ProjectPatch};
 use crate::domain::{time, vocab, Project, User};
 use crate::error::{ApiError, ApiResult, Family, MessageError, SuccessError, SuccessResult};
-use crate::store::DynStore;
+use crate::store::{DynStore, ProjectAccess};
 
 /// Loads a project the caller is a member of; a non-member gets exactly the answer for a missing project
 /// (http-api.md §1.10).
@@ -33,6 +33,27 @@ pub async fn member_project(store: &DynStore, id: &str, user: &User, msg_500: &s
         .map_err(|e| ApiError::from_store(e, msg_500))?
         .ok_or_else(ApiError::project_not_found)?;
     let role = access::role_of(&project, user).ok_or_else(ApiError::project_not_found)?;
+    Ok((project, role))
+}
+
+/// [`member_project`] for a request that needs only the caller's role (and the tasks when `with_tasks`), not the
+/// whole project: the PostgreSQL store then reads far less.
+pub async fn member_access(
+    store: &DynStore,
+    id: &str,
+    user: &User,
+    msg_500: &str,
+    with_tasks: bool,
+) -> ApiResult<(ProjectAccess, Role)> {
+    if !v::path_id_ok(id) {
+        return Err(ApiError::project_not_found());
+    }
+    let project = store
+        .get_project_access(id, with_tasks)
+        .await
+        .map_err(|e| ApiError::from_store(e, msg_500))?
+        .ok_or_else(ApiError::project_not_found)?;
+    let role = project.role_of(user).ok_or_else(ApiError::project_not_found)?;
     Ok((project, role))
 }
 
@@ -169,7 +190,7 @@ pub async fn update_project(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
     let store = state.store();
-    let (_, role) = member_project(&store, &id, &auth.0, "Error updating project").await?;
+    let (_, role) = member_access(&store, &id, &auth.0, "Error updating project", false).await?;
     if !role.is_manager() {
         return Err(ApiError::permission_denied("Permission denied"));
     }
@@ -205,7 +226,7 @@ pub async fn delete_project(
     Path(id): Path<String>,
 ) -> SuccessResult<axum::Json<SuccessMessageResponse>> {
     let store = state.store();
-    let (_, role) = member_project(&store, &id, &auth.0, "Error deleting project").await?;
+    let (_, role) = member_access(&store, &id, &auth.0, "Error deleting project", false).await?;
     if !role.is_owner() {
         return Err(ApiError::permission_denied("Only project owners can delete projects").into());
     }
@@ -227,7 +248,7 @@ pub async fn link_channel(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
     let store = state.store();
-    let (_, role) = member_project(&store, &id, &auth.0, "Error linking channel").await?;
+    let (_, role) = member_access(&store, &id, &auth.0, "Error linking channel", false).await?;
     if !role.can_write() {
         return Err(ApiError::permission_denied("Permission denied"));
     }

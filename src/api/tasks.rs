@@ -11,26 +11,29 @@ use super::dto::{
 };
 use super::extract::JsonObject;
 use super::json_response;
-use super::projects::member_project;
+use super::projects::member_access;
 use super::validate::{self as v, Body};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::domain::access;
 use crate::domain::ops::{NewTask, TaskPatch};
-use crate::domain::{time, vocab, Project};
+use crate::domain::{time, vocab};
 use crate::error::{ApiError, ApiResult, SuccessError, SuccessResult};
-use crate::store::{ActivityQuery, DynStore};
+use crate::store::{ActivityQuery, DynStore, ProjectAccess};
 
 /// `assignedTo` must be an existing user; returns how the activity names them (their name when they belong
 /// to the project, else their id).
-async fn check_assignee(store: &DynStore, project: &Project, id: &Option<Option<String>>) -> ApiResult<Option<String>> {
+async fn check_assignee(
+    store: &DynStore,
+    project: &ProjectAccess,
+    id: &Option<Option<String>>,
+) -> ApiResult<Option<String>> {
     let Some(Some(id)) = id else { return Ok(None) };
     let user = store
         .get_user(id)
         .await
         .map_err(|e| ApiError::from_store(e, "Error updating task"))?
         .ok_or_else(|| ApiError::validation("Assigned user", "Assigned user must be an existing user"))?;
-    Ok(Some(if access::is_member(project, &user) { user.name } else { user.id }))
+    Ok(Some(if project.role_of(&user).is_some() { user.name } else { user.id }))
 }
 
 fn read_patch(body: &Body, creating: bool) -> ApiResult<TaskPatch> {
@@ -61,7 +64,7 @@ pub async fn list_tasks(
     auth: AuthUser,
     Path(project_id): Path<String>,
 ) -> SuccessResult<Response> {
-    let (project, _) = member_project(&state.store(), &project_id, &auth.0, "Error fetching tasks").await?;
+    let (project, _) = member_access(&state.store(), &project_id, &auth.0, "Error fetching tasks", true).await?;
     let body =
         TasksResponse { success: true, tasks: project.tasks.iter().map(|t| TaskDto::new(&project.id, t)).collect() };
     Ok(json_response(&body))
@@ -79,7 +82,7 @@ pub async fn get_task(
     auth: AuthUser,
     Path((project_id, task_id)): Path<(String, String)>,
 ) -> SuccessResult<Response> {
-    let (project, _) = member_project(&state.store(), &project_id, &auth.0, "Error fetching task").await?;
+    let (project, _) = member_access(&state.store(), &project_id, &auth.0, "Error fetching task", true).await?;
     let task = project.tasks.iter().find(|t| t.id == task_id).ok_or_else(ApiError::task_not_found)?;
     Ok(json_response(&GetTaskResponse { success: true, task: TaskDto::new(&project.id, task) }))
 }
@@ -99,7 +102,7 @@ pub async fn create_task(
     JsonObject(body): JsonObject,
 ) -> SuccessResult<Response> {
     let store = state.store();
-    let (project, role) = member_project(&store, &project_id, &auth.0, "Error creating task").await?;
+    let (project, role) = member_access(&store, &project_id, &auth.0, "Error creating task", false).await?;
     if !role.can_write() {
         return Err(ApiError::permission_denied("Viewers cannot modify tasks").into());
     }
@@ -138,7 +141,7 @@ pub async fn update_task(
     JsonObject(body): JsonObject,
 ) -> SuccessResult<Response> {
     let store = state.store();
-    let (project, role) = member_project(&store, &project_id, &auth.0, "Error updating task").await?;
+    let (project, role) = member_access(&store, &project_id, &auth.0, "Error updating task", true).await?;
     if !role.can_write() {
         return Err(ApiError::permission_denied("Viewers cannot modify tasks").into());
     }
@@ -170,7 +173,7 @@ pub async fn delete_task(
     Path((project_id, task_id)): Path<(String, String)>,
 ) -> SuccessResult<Json<SuccessMessageResponse>> {
     let store = state.store();
-    let (project, role) = member_project(&store, &project_id, &auth.0, "Error deleting task").await?;
+    let (project, role) = member_access(&store, &project_id, &auth.0, "Error deleting task", true).await?;
     if !project.tasks.iter().any(|t| t.id == task_id) {
         return Err(ApiError::task_not_found().into());
     }
@@ -234,7 +237,7 @@ pub async fn list_activities(
     Query(q): Query<HashMap<String, String>>,
 ) -> SuccessResult<Response> {
     let store = state.store();
-    member_project(&store, &project_id, &auth.0, "Error fetching activities").await?;
+    member_access(&store, &project_id, &auth.0, "Error fetching activities", false).await?;
     let query = ActivityQuery {
         limit: query_int(&q, "limit", "Limit", 50, 1, 200)?,
         offset: query_int(&q, "offset", "Offset", 0, 0, usize::MAX)?,

@@ -61,7 +61,7 @@ impl FromRequestParts<AppState> for AuthUser {
         })?;
         let user = state
             .store()
-            .get_user(&id)
+            .get_user_for_request(&id)
             .await
             .map_err(|e| ApiError::from_store(e, "Server error"))?
             .ok_or_else(|| ApiError::invalid_token("invalid_token"))?;

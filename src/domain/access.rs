@@ -1,6 +1,6 @@
 //! Project membership and role rights (http-api.md §1.10), identical in every store mode.
 
-use super::model::{Project, User};
+use super::model::{Member, Project, User};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -39,12 +39,15 @@ pub fn refers_to(member_ref: &str, user: &User) -> bool {
 /// The caller's effective role, or `None` for a non-member. The creator always counts as an owner; when several
 /// entries match (an id entry and a legacy e-mail entry) the strongest wins.
 pub fn role_of(project: &Project, user: &User) -> Option<Role> {
-    let from_members =
-        project.members.iter().filter(|m| refers_to(&m.user_id, user)).map(|m| Role::from_stored(&m.role)).max();
-    if project.created_by == user.id {
+    role_from(&project.created_by, &project.members, user)
+}
+
+/// [`role_of`] from the two parts of a project it depends on.
+pub fn role_from(created_by: &str, members: &[Member], user: &User) -> Option<Role> {
+    if created_by == user.id {
         return Some(Role::Owner);
     }
-    from_members
+    members.iter().filter(|m| refers_to(&m.user_id, user)).map(|m| Role::from_stored(&m.role)).max()
 }
 
 pub fn is_member(project: &Project, user: &User) -> bool {

@@ -313,9 +313,29 @@ impl Project {
 }
 
 pub fn progress_of(tasks: &[Arc<Task>]) -> i64 {
-    if tasks.is_empty() {
+    let done = tasks.iter().filter(|t| t.status == "completed").count();
+    progress_from_counts(done as u64, tasks.len() as u64)
+}
+
+/// [`progress_of`] from the counts alone (a store that counts in SQL must round exactly as this does).
+pub fn progress_from_counts(completed: u64, total: u64) -> i64 {
+    if total == 0 {
         return 0;
     }
-    let done = tasks.iter().filter(|t| t.status == "completed").count();
-    ((done as f64 / tasks.len() as f64) * 100.0).round() as i64
+    ((completed as f64 / total as f64) * 100.0).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_from_counts;
+
+    #[test]
+    fn progress_from_counts_rounds_halves_up_and_is_zero_without_tasks() {
+        assert_eq!(progress_from_counts(0, 0), 0);
+        assert_eq!(progress_from_counts(0, 7), 0);
+        assert_eq!(progress_from_counts(1, 8), 13, "12.5 rounds up");
+        assert_eq!(progress_from_counts(1, 3), 33);
+        assert_eq!(progress_from_counts(2, 3), 67);
+        assert_eq!(progress_from_counts(5, 5), 100);
+    }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::domain::access::{self, Role};
 use crate::domain::ops::{
     FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
 };
@@ -48,6 +49,25 @@ pub struct UserPatch {
     pub touch_updated_at: bool,
 }
 
+/// How stale [`Store::get_user_for_request`] may be (auth.md §1, §5: "at most 5 s").
+pub const USER_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A project's creator and members, and its tasks when they were asked for ([`Store::get_project_access`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectAccess {
+    pub id: String,
+    pub created_by: String,
+    pub members: Vec<Member>,
+    pub tasks: Vec<Arc<Task>>,
+}
+
+impl ProjectAccess {
+    /// The caller's role, as [`access::role_of`] decides it for the whole project.
+    pub fn role_of(&self, user: &User) -> Option<Role> {
+        access::role_from(&self.created_by, &self.members, user)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ActivityQuery {
     pub limit: usize,
@@ -70,6 +90,12 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// The caller of an authenticated request (auth.md §1). A store may answer from a cache up to
+    /// [`USER_CACHE_TTL`] old, so a change made elsewhere (another instance) shows within that time; its own
+    /// `update_user` is seen at once.
+    async fn get_user_for_request(&self, id: &str) -> StoreResult<Option<User>> {
+        self.get_user(id).await
+    }
     /// Login lookup (auth.md §4.2): the exact address, else a unique case-insensitive match.
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn get_user_by_google_id(&self, google_id: &str) -> StoreResult<Option<User>>;
@@ -86,6 +112,17 @@ pub trait Store: Send + Sync + 'static {
     /// Projects the user is a member of (http-api.md §1.10), in creation order.
     async fn list_projects_for(&self, user: &User) -> StoreResult<Vec<Arc<Project>>>;
     async fn get_project(&self, id: &str) -> StoreResult<Option<Arc<Project>>>;
+    /// What a project-scoped request needs to authorise its caller (creator and members), with the project's tasks
+    /// in list order when `with_tasks`, else none. Cheaper than [`get_project`](Store::get_project) for a store
+    /// that must assemble the whole project.
+    async fn get_project_access(&self, id: &str, with_tasks: bool) -> StoreResult<Option<ProjectAccess>> {
+        Ok(self.get_project(id).await?.map(|p| ProjectAccess {
+            id: p.id.clone(),
+            created_by: p.created_by.clone(),
+            members: p.members.clone(),
+            tasks: if with_tasks { p.tasks.clone() } else { Vec::new() },
+        }))
+    }
     async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>>;
     async fn update_project(&self, id: &str, patch: ProjectPatch) -> StoreResult<Arc<Project>>;
     /// Removes the project with its members, tasks, milestones and activities.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{ActivityPage, ActivityQuery, DynStore, Store, StoreResult, UserPatch};
+use super::{ActivityPage, ActivityQuery, DynStore, ProjectAccess, Store, StoreResult, UserPatch};
 use crate::domain::ops::{FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, TaskPatch};
 use crate::domain::{Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
 
@@ -168,6 +168,9 @@ impl Store for ShadowStore {
         self.shadow("user", id, format!("user:{id}"), &r, move |s| boxed(async move { s.get_user(&owned).await }));
         Ok(r)
     }
+    async fn get_user_for_request(&self, id: &str) -> StoreResult<Option<User>> {
+        self.primary.get_user_for_request(id).await
+    }
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         self.primary.get_user_by_email(email).await
     }
@@ -207,6 +210,9 @@ impl Store for ShadowStore {
             boxed(async move { s.get_project(&owned).await })
         });
         Ok(r)
+    }
+    async fn get_project_access(&self, id: &str, with_tasks: bool) -> StoreResult<Option<ProjectAccess>> {
+        self.primary.get_project_access(id, with_tasks).await
     }
     async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>> {
         self.primary.insert_project(input, actor).await

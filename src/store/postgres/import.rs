@@ -102,6 +102,7 @@ impl PostgresStore {
         rows::upsert_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.remember_ids(&ids);
+        self.forget_cached_users();
         Ok(())
     }
 

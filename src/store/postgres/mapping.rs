@@ -166,7 +166,8 @@ pub fn member_from_row(r: &MemberRow, ids: &Ids) -> Member {
 
 // ---------------------------------------------------------------------------------------------------------- tasks
 
-#[derive(Debug, Clone, Deserialize)]
+/// Decoded from a `tasks` row, or from its `to_jsonb` form inside a project aggregate.
+#[derive(Debug, Clone, Deserialize, sqlx::FromRow)]
 pub struct TaskRow {
     pub id: Uuid,
     pub position: i32,
@@ -183,6 +184,7 @@ pub struct TaskRow {
     pub tags: Option<Vec<String>>,
     pub attachments: Option<Value>,
     #[serde(default)]
+    #[sqlx(json)]
     pub extra: Extra,
 }
 

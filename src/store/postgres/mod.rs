@@ -25,6 +25,7 @@ mod replay;
 mod rows;
 mod schema;
 mod store_impl;
+mod user_cache;
 
 use std::fmt;
 use std::str::FromStr;
@@ -196,6 +197,8 @@ pub struct PostgresStore {
     fanout: std::sync::OnceLock<String>,
     /// dual-postgres: whether writes record `store_outbox` rows.
     outbox: outbox::PgOutboxState,
+    /// Callers of authenticated requests, for at most `USER_CACHE_TTL`.
+    users: user_cache::UserCache,
 }
 
 fn parse_url(url: &str, ca_cert: Option<&str>) -> Result<PgConnectOptions, PgError> {
@@ -236,6 +239,10 @@ fn build_pool(opts: &PgOptions, connect: PgConnectOptions, unsupported: Arc<Mute
         .idle_timeout(Some(opts.idle_timeout))
         .acquire_timeout(opts.acquire_timeout)
         .max_lifetime(Some(opts.max_lifetime))
+        // No ping before handing out a connection: it would double the round trips of a one-statement request.
+        // A connection that died while idle fails its first statement (`Unavailable`, a 503 the client retries),
+        // and sqlx tests every connection as it comes back to the pool, so a dead one is dropped there.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             let unsupported = unsupported.clone();
             Box::pin(async move {
@@ -293,6 +300,7 @@ impl PostgresStore {
             sink: arc_swap::ArcSwapOption::empty(),
             fanout: std::sync::OnceLock::new(),
             outbox: Default::default(),
+            users: user_cache::UserCache::default(),
         };
 
         // One probe, bounded by the acquire timeout: it refuses an old server early and preloads the legacy ids.
@@ -442,6 +450,12 @@ impl PostgresStore {
         }
         let ids = Ids::new(&self.ids);
         Ok(f(&ids))
+    }
+
+    /// Forgets every cached caller (see `user_cache`): for a bulk write of users such as an import, whose users
+    /// must not be served from before it.
+    pub fn forget_cached_users(&self) {
+        self.users.clear();
     }
 
     /// Closes both pools (graceful shutdown).

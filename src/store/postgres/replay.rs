@@ -35,6 +35,10 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         self.remember_ids(&ids);
+        if ops.iter().any(|op| matches!(op, Op::PutUser { .. } | Op::DelUser { .. })) {
+            // Replayed accounts bypass update_user, which is what keeps the request cache honest.
+            self.forget_cached_users();
+        }
         Ok(())
     }
 

@@ -44,6 +44,35 @@ macro_rules! project_select {
     };
 }
 
+/// [`project_select`] without the tasks (an empty list): for writes that do not read them (members, milestones).
+macro_rules! project_select_without_tasks {
+    () => {
+        "select p.id, p.name, p.description, p.team_id, p.organization_id, p.manager_id, p.status, p.priority, \
+           p.start_date, p.due_date, p.progress, p.channel_metadata, p.files, p.created_at, p.updated_at, p.extra, \
+           coalesce((select jsonb_agg(to_jsonb(m) order by m.position, m.joined_at, m.user_id) \
+                     from project_members m where m.project_id = p.id), '[]'::jsonb) as members, \
+           '[]'::jsonb as tasks, \
+           coalesce((select jsonb_agg(to_jsonb(ms) order by ms.order_index, ms.created_at, ms.id) \
+                     from milestones ms where ms.project_id = p.id), '[]'::jsonb) as milestones \
+         from projects p "
+    };
+}
+
+/// A project's members as one `jsonb` list, in list order (for the membership check of a request).
+macro_rules! members_of_p {
+    () => {
+        "coalesce((select jsonb_agg(to_jsonb(m) order by m.position, m.joined_at, m.user_id) \
+                   from project_members m where m.project_id = p.id), '[]'::jsonb)"
+    };
+}
+
+macro_rules! task_cols {
+    () => {
+        "id, position, title, description, status, priority, assigned_to, due_date, created_by, created_at, \
+         updated_at, completed_at, tags, attachments, extra"
+    };
+}
+
 macro_rules! team_select {
     () => {
         "select t.id, t.kind, t.name, t.description, t.created_by, t.created_at, t.updated_at, t.invites, t.extra, \
@@ -133,12 +162,41 @@ pub async fn update_user(conn: &mut PgConnection, r: &UserRow) -> Result<(), sql
 // ------------------------------------------------------------------------------------------------------- projects
 
 pub const PROJECT_BY_ID: &str = concat!(project_select!(), "where p.id = $1");
+pub const PROJECT_BY_ID_WITHOUT_TASKS: &str = concat!(project_select_without_tasks!(), "where p.id = $1");
+/// Who may use a project: creator and members, one row.
+pub const PROJECT_ACCESS: &str = concat!(
+    "select p.id as project_id, p.manager_id, ",
+    members_of_p!(),
+    " as members from projects p where p.id = $1"
+);
+/// The same with the tasks in list order, in one statement and one round trip: a first row with the project's id,
+/// creator and members (and null task columns), then a row per task (plain columns, decoded without a JSON pass;
+/// null project columns). A missing project is no row at all (tasks cannot outlive their project). The members are
+/// sent once rather than joined onto every task row, which made PostgreSQL render their `jsonb` once per task.
+pub const PROJECT_ACCESS_WITH_TASKS: &str = concat!(
+    "select p.id as project_id, p.manager_id, ",
+    members_of_p!(),
+    " as members, \
+       null::uuid as id, null::int as position, null::text as title, null::text as description, \
+       null::text as status, null::text as priority, null::uuid as assigned_to, null::timestamptz as due_date, \
+       null::uuid as created_by, null::timestamptz as created_at, null::timestamptz as updated_at, \
+       null::timestamptz as completed_at, null::text[] as tags, null::jsonb as attachments, null::jsonb as extra \
+     from projects p where p.id = $1 \
+     union all \
+     select null, null, null, ",
+    task_cols!(),
+    " from tasks where project_id = $1 \
+     order by position nulls first, created_at, id"
+);
 /// Every project-scoped write starts by locking the project row, so writes to one project are serialised while
 /// reads and other projects go on. The lock is its own statement on purpose: under READ COMMITTED a
 /// `select … for update` that waited for the lock re-reads the locked row but not its sub-selects, which would
 /// still show the tasks and members as of before the write it waited for. The load that follows is a new
 /// statement, with a snapshot taken after the lock was granted.
 pub const LOCK_PROJECT: &str = "select 1 from projects where id = $1 for update";
+/// [`LOCK_PROJECT`] for the task writes, which need only the stored progress (the lock returns the latest version
+/// of the row, also after a wait).
+pub const LOCK_PROJECT_PROGRESS: &str = "select progress from projects where id = $1 for update";
 /// Membership comes from the member rows (plus the creator, who always counts as an owner), never from a
 /// fallback (legacy defect 11).
 pub const PROJECTS_FOR_USER: &str = concat!(
@@ -287,13 +345,32 @@ const UPSERT_TASK: &str = "insert into tasks (id, project_id, position, title, d
        created_at = excluded.created_at, updated_at = excluded.updated_at, completed_at = excluded.completed_at, \
        tags = excluded.tags, attachments = excluded.attachments, extra = excluded.extra \
      where tasks.project_id = excluded.project_id";
-const INSERT_TASK: &str = "insert into tasks (id, project_id, position, title, description, status, priority, \
-     assigned_to, due_date, created_by, created_at, updated_at, completed_at, tags, attachments, extra) \
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 /// The editable columns of a task; its position, creator and creation time stay.
 const UPDATE_TASK: &str = "update tasks set title = $3, description = $4, status = $5, priority = $6, \
      assigned_to = $7, due_date = $8, updated_at = $9, completed_at = $10, tags = $11, attachments = $12, extra = $13 \
      where id = $1 and project_id = $2";
+/// A new task goes after every existing one, whatever gaps deletes left (http-api.md §1.11); `$3` is its position
+/// in a project without tasks. Run under the project lock, in a statement after it (see [`LOCK_PROJECT`]), so the
+/// maximum includes every committed task. Answers the counts of [`TASK_COUNTS`] after the insert (the statement's
+/// snapshot does not show its own insert, so the new row is added to them), saving a round trip under the lock.
+const INSERT_TASK_AT_END: &str = "with ins as ( \
+       insert into tasks (id, project_id, position, title, description, status, priority, assigned_to, due_date, \
+         created_by, created_at, updated_at, completed_at, tags, attachments, extra) \
+       values ($1, $2, coalesce((select max(position) + 1 from tasks where project_id = $2), $3), $4, $5, $6, $7, \
+         $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+       returning status), \
+     d as (select (select count(*) from tasks where project_id = $2 and status = 'completed') \
+                  + (select count(*) from ins where status = 'completed') as done) \
+     select d.done, \
+       case when d.done = 0 then 0 else (select count(*) from tasks where project_id = $2) + 1 end as total \
+     from d";
+pub const TASK_BY_ID: &str = concat!("select ", task_cols!(), " from tasks where id = $1 and project_id = $2");
+/// What a project's progress is computed from (`domain::model::progress_from_counts`): completed tasks, and all
+/// tasks only when some are completed (otherwise progress is 0 whatever the total), so that the common case reads
+/// an index range of completed tasks instead of every task.
+pub const TASK_COUNTS: &str = "select d.done, \
+       case when d.done = 0 then 0 else (select count(*) from tasks where project_id = $1) end as total \
+     from (select count(*) as done from tasks where project_id = $1 and status = 'completed') d";
 pub const DELETE_TASK: &str = "delete from tasks where id = $1 and project_id = $2";
 pub const DELETE_TASKS_EXCEPT: &str = "delete from tasks where project_id = $1 and not (id = any($2))";
 
@@ -321,8 +398,15 @@ fn bind_task<'q>(
         .bind(sqlx::types::Json(&r.extra))
 }
 
-pub async fn insert_task(conn: &mut PgConnection, project: Uuid, r: &TaskRow) -> Result<(), sqlx::Error> {
-    bind_task(INSERT_TASK, project, r).execute(conn).await.map(drop)
+/// Returns the project's (completed, total) task counts after the insert, as [`TASK_COUNTS`] does.
+pub async fn insert_task_at_end(
+    conn: &mut PgConnection,
+    project: Uuid,
+    r: &TaskRow,
+) -> Result<(i64, i64), sqlx::Error> {
+    use sqlx::Row;
+    let row = bind_task(INSERT_TASK_AT_END, project, r).fetch_one(conn).await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 pub async fn upsert_task(conn: &mut PgConnection, project: Uuid, r: &TaskRow) -> Result<u64, sqlx::Error> {

@@ -7,19 +7,20 @@ use crate::domain::events::DomainEvent;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
 use uuid::Uuid;
 
-use super::ids::{storage_id, Entity};
-use super::mapping::{self, ActivityRow, FileRow, ProjectRow, TeamRow, UserRow};
+use super::ids::{storage_id, Entity, Ids};
+use super::mapping::{self, ActivityRow, FileRow, MemberRow, ProjectRow, TaskRow, TeamRow, UserRow};
 use super::rows;
 use super::PostgresStore;
-use crate::domain::model::progress_of;
+use crate::domain::model::{progress_from_counts, progress_of};
 use crate::domain::ops::{
     self, FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
 };
 use crate::domain::{time, Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
-use crate::store::{ActivityPage, ActivityQuery, Store, StoreError, StoreResult, UserPatch};
+use crate::store::{ActivityPage, ActivityQuery, ProjectAccess, Store, StoreError, StoreResult, UserPatch};
 
 const PROJECT_NOT_FOUND: StoreError = StoreError::NotFound { code: "project_not_found" };
 const TASK_NOT_FOUND: StoreError = StoreError::NotFound { code: "task_not_found" };
@@ -52,32 +53,38 @@ impl Loaded {
         self.row.header.id
     }
 
-    /// New tasks and milestones go after every existing one (http-api.md §1.11), whatever gaps deletes left.
-    fn next_task_position(&self) -> i32 {
-        self.row.tasks.0.iter().map(|t| t.position).max().map_or(0, |m| m + 1)
-    }
-
     fn next_member_position(&self) -> i32 {
         self.row.members.0.iter().map(|m| m.position).max().map_or(0, |m| m + 1)
     }
 
+    /// New milestones go after every existing one (http-api.md §1.11), whatever gaps deletes left.
     fn next_milestone_index(&self) -> i32 {
         self.row.milestones.0.iter().map(|m| m.order_index).max().map_or(0, |m| m + 1)
     }
 }
 
+fn access_from_rows(ids: &Ids, id: Uuid, creator: Uuid, members: &[MemberRow], tasks: &[TaskRow]) -> ProjectAccess {
+    ProjectAccess {
+        id: ids.public(id),
+        created_by: ids.public(creator),
+        members: members.iter().map(|m| mapping::member_from_row(m, ids)).collect(),
+        tasks: tasks.iter().map(|t| Arc::new(mapping::task_from_row(t, ids))).collect(),
+    }
+}
+
 impl PostgresStore {
-    /// Locks the project row, then loads the project with everything it embeds (two statements: see
-    /// `rows::LOCK_PROJECT` for why not one).
-    async fn lock_project(&self, conn: &mut PgConnection, id: &str) -> StoreResult<Loaded> {
+    /// Locks the project row, then loads the project with what it embeds, its tasks only when `with_tasks` (two
+    /// statements: see `rows::LOCK_PROJECT` for why not one). Without tasks the load costs nothing per task.
+    async fn lock_project(&self, conn: &mut PgConnection, id: &str, with_tasks: bool) -> StoreResult<Loaded> {
         let id = storage_id(Entity::Project, id);
         let locked =
             sqlx::query(rows::LOCK_PROJECT).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
         if locked.is_none() {
             return Err(PROJECT_NOT_FOUND);
         }
+        let load = if with_tasks { rows::PROJECT_BY_ID } else { rows::PROJECT_BY_ID_WITHOUT_TASKS };
         let row: Option<ProjectRow> =
-            sqlx::query_as(rows::PROJECT_BY_ID).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
+            sqlx::query_as(load).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
         let row = row.ok_or(PROJECT_NOT_FOUND)?;
         let project = self.translate_in(Some(conn), |ids| mapping::project_from_row(&row, ids)).await?;
         Ok(Loaded { row, project })
@@ -88,20 +95,62 @@ impl PostgresStore {
         rows::insert_activity(conn, &row).await.map_err(|e| self.err(e))
     }
 
-    /// The JSON store recomputes a project's stored `progress` whenever it rewrites the project or its tasks; so
-    /// do we, writing only when the value changes.
-    async fn sync_progress(&self, conn: &mut PgConnection, loaded: &Loaded, tasks: &[Arc<Task>]) -> StoreResult<()> {
-        let progress = progress_of(tasks);
-        if progress == i64::from(loaded.row.header.progress) {
+    /// Locks the project row for a task write (which reads no other part of the project) and returns the stored
+    /// progress. Writes to one project are serialised by this lock, which keeps task positions in commit order.
+    async fn lock_for_tasks(&self, conn: &mut PgConnection, project: Uuid) -> StoreResult<i16> {
+        let stored: Option<i16> = sqlx::query_scalar(rows::LOCK_PROJECT_PROGRESS)
+            .bind(project)
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        stored.ok_or(PROJECT_NOT_FOUND)
+    }
+
+    /// The JSON store recomputes a project's stored `progress` whenever it rewrites the project, its members or its
+    /// tasks; so do we, from counts taken inside the write's transaction (under the project lock), writing only when
+    /// the value changes.
+    async fn sync_progress(&self, conn: &mut PgConnection, project: Uuid, stored: i16) -> StoreResult<()> {
+        let counts =
+            sqlx::query_as(rows::TASK_COUNTS).bind(project).fetch_one(&mut *conn).await.map_err(|e| self.err(e))?;
+        self.store_progress(conn, project, stored, counts).await
+    }
+
+    /// Writes the progress of `(completed, total)` tasks when it differs from the `stored` one.
+    async fn store_progress(
+        &self,
+        conn: &mut PgConnection,
+        project: Uuid,
+        stored: i16,
+        (done, total): (i64, i64),
+    ) -> StoreResult<()> {
+        let progress = progress_from_counts(done.unsigned_abs(), total.unsigned_abs());
+        if progress == i64::from(stored) {
             return Ok(());
         }
         sqlx::query(rows::SET_PROGRESS)
-            .bind(loaded.id())
+            .bind(project)
             .bind(progress as i16)
             .execute(conn)
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// A task of the project, read inside the write's transaction; `None` also when `task_id` is not the task's
+    /// public id exactly (the JSON store matches ids by string).
+    async fn task_in(&self, conn: &mut PgConnection, project: Uuid, task_id: &str) -> StoreResult<(TaskRow, Task)> {
+        let row: Option<TaskRow> = sqlx::query_as(rows::TASK_BY_ID)
+            .bind(storage_id(Entity::Task, task_id))
+            .bind(project)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let row = row.ok_or(TASK_NOT_FOUND)?;
+        let task = self.translate_in(Some(conn), |ids| mapping::task_from_row(&row, ids)).await?;
+        if task.id != task_id {
+            return Err(TASK_NOT_FOUND);
+        }
+        Ok((row, task))
     }
 
     async fn users_from(&self, rows: Vec<UserRow>) -> StoreResult<Vec<User>> {
@@ -155,6 +204,17 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         self.user_from(None, row).await
+    }
+
+    async fn get_user_for_request(&self, id: &str) -> StoreResult<Option<User>> {
+        if let Some(user) = self.users.get_fresh(id) {
+            return Ok(Some(user));
+        }
+        let user = self.get_user(id).await?;
+        if let Some(u) = &user {
+            self.users.put(id, u.clone());
+        }
+        Ok(user)
     }
 
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -235,6 +295,9 @@ impl Store for PostgresStore {
         let row = mapping::user_to_row(&u).map_err(map_err)?;
         rows::update_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        // Under the id the caller used: a legacy id and its storage form are different cache keys.
+        self.users.forget(id);
+        self.users.forget(&u.id);
         Ok(u)
     }
 
@@ -288,6 +351,32 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn get_project_access(&self, id: &str, with_tasks: bool) -> StoreResult<Option<ProjectAccess>> {
+        let project = storage_id(Entity::Project, id);
+        if !with_tasks {
+            let row: Option<(Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>)> = sqlx::query_as(rows::PROJECT_ACCESS)
+                .bind(project)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            let Some((id, creator, members)) = row else { return Ok(None) };
+            return self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &[]))).await;
+        }
+        let rows: Vec<PgRow> = sqlx::query(rows::PROJECT_ACCESS_WITH_TASKS)
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        // The project's row sorts first (null position); the others are its tasks.
+        let Some((first, task_rows)) = rows.split_first() else { return Ok(None) };
+        let head = |r: &PgRow| -> Result<(Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>), sqlx::Error> {
+            Ok((r.try_get("project_id")?, r.try_get("manager_id")?, r.try_get("members")?))
+        };
+        let (id, creator, members) = head(first).map_err(|e| self.err(e))?;
+        let tasks = task_rows.iter().map(TaskRow::from_row).collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
+        self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &tasks))).await
+    }
+
     async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>> {
         let project = ops::build_project(input, actor);
         let header = mapping::project_to_header(&project).map_err(map_err)?;
@@ -304,7 +393,7 @@ impl Store for PostgresStore {
 
     async fn update_project(&self, id: &str, patch: ProjectPatch) -> StoreResult<Arc<Project>> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, id).await?;
+        let loaded = self.lock_project(&mut tx, id, true).await?;
         let mut p = loaded.project.clone();
         ops::apply_project_patch(&mut p, patch);
         // Returned as the patch left it; stored with the progress recomputed, as the JSON store's PutProject does.
@@ -338,16 +427,18 @@ impl Store for PostgresStore {
     async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)> {
         let task = ops::build_task(input, actor);
         let activity = ops::task_created_activity(project_id, &task, actor);
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
-        let row = mapping::task_to_row(&task, loaded.next_task_position()).map_err(map_err)?;
-        rows::insert_task(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
-        self.insert_activity(&mut tx, &activity, None).await?;
-        let mut tasks = loaded.project.tasks.clone();
-        tasks.push(Arc::new(task.clone()));
-        self.sync_progress(&mut tx, &loaded, &tasks).await?;
+        // Position 0 if the project has no task yet; else after the last one (decided under the lock).
+        let row = mapping::task_to_row(&task, 0).map_err(map_err)?;
+        let project = storage_id(Entity::Project, project_id);
         let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // Queued before the lock, to keep a round trip out of the time the lock is held: PostgreSQL delivers
+        // notifications at commit, in commit order, wherever in the transaction they were issued.
         self.notify(&mut tx, &events).await?;
+        let stored = self.lock_for_tasks(&mut tx, project).await?;
+        let counts = rows::insert_task_at_end(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
+        self.insert_activity(&mut tx, &activity, None).await?;
+        self.store_progress(&mut tx, project, stored, counts).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.publish(events);
         Ok((task, activity))
@@ -360,17 +451,15 @@ impl Store for PostgresStore {
         patch: TaskPatch,
         actor: &Actor,
     ) -> StoreResult<(Task, Activity)> {
+        let project = storage_id(Entity::Project, project_id);
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
-        let pos = loaded.project.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
-        let mut task = (*loaded.project.tasks[pos]).clone();
+        let stored = self.lock_for_tasks(&mut tx, project).await?;
+        let (old, mut task) = self.task_in(&mut tx, project, task_id).await?;
         let activity = ops::apply_task_patch(project_id, &mut task, patch, actor);
-        let row = mapping::task_to_row(&task, loaded.row.tasks.0[pos].position).map_err(map_err)?;
-        rows::update_task(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
+        let row = mapping::task_to_row(&task, old.position).map_err(map_err)?;
+        rows::update_task(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
-        let mut tasks = loaded.project.tasks.clone();
-        tasks[pos] = Arc::new(task.clone());
-        self.sync_progress(&mut tx, &loaded, &tasks).await?;
+        self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -379,20 +468,14 @@ impl Store for PostgresStore {
     }
 
     async fn delete_task(&self, project_id: &str, task_id: &str, actor: &Actor) -> StoreResult<Activity> {
+        let project = storage_id(Entity::Project, project_id);
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
-        let pos = loaded.project.tasks.iter().position(|t| t.id == task_id).ok_or(TASK_NOT_FOUND)?;
-        let activity = ops::task_deleted_activity(project_id, &loaded.project.tasks[pos], actor);
-        sqlx::query(rows::DELETE_TASK)
-            .bind(loaded.row.tasks.0[pos].id)
-            .bind(loaded.id())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        let stored = self.lock_for_tasks(&mut tx, project).await?;
+        let (row, task) = self.task_in(&mut tx, project, task_id).await?;
+        let activity = ops::task_deleted_activity(project_id, &task, actor);
+        sqlx::query(rows::DELETE_TASK).bind(row.id).bind(project).execute(&mut *tx).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
-        let mut tasks = loaded.project.tasks.clone();
-        tasks.remove(pos);
-        self.sync_progress(&mut tx, &loaded, &tasks).await?;
+        self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_deleted(project_id, task_id, actor, &activity);
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -408,7 +491,7 @@ impl Store for PostgresStore {
         actor: &Actor,
     ) -> StoreResult<(Member, Activity)> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let loaded = self.lock_project(&mut tx, project_id, false).await?;
         let (_, member, act) = ops::add_member(&loaded.project, user, role, actor).map_err(StoreError::Rejected)?;
         let user_id = storage_id(Entity::User, &user.id);
         let row = mapping::member_to_row("project", project_id, &member, loaded.next_member_position(), user_id)
@@ -419,7 +502,7 @@ impl Store for PostgresStore {
             return Err(if duplicate { StoreError::Rejected(ALREADY_MEMBER) } else { self.err(e) });
         }
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
-        self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -437,7 +520,7 @@ impl Store for PostgresStore {
         actor: &Actor,
     ) -> StoreResult<(Member, Option<Activity>)> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let loaded = self.lock_project(&mut tx, project_id, false).await?;
         let (_, member, act) = ops::set_member_role(&loaded.project, entry, label, role, caller_is_owner, actor)
             .map_err(StoreError::Rejected)?;
         let Some(act) = act else {
@@ -460,7 +543,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
-        self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.notify(&mut tx, &events).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -477,7 +560,7 @@ impl Store for PostgresStore {
         actor: &Actor,
     ) -> StoreResult<Activity> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let loaded = self.lock_project(&mut tx, project_id, false).await?;
         let (_, act) =
             ops::remove_member(&loaded.project, entry, label, caller_is_owner, actor).map_err(StoreError::Rejected)?;
         let idx = loaded
@@ -494,7 +577,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
-        self.sync_progress(&mut tx, &loaded, &loaded.project.tasks).await?;
+        self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![
             DomainEvent::ActivityAdded(act.clone()),
             DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
@@ -514,7 +597,7 @@ impl Store for PostgresStore {
         let m = ops::build_milestone(input, actor);
         let act = ops::milestone_created_activity(project_id, &m, actor);
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let loaded = self.lock_project(&mut tx, project_id, false).await?;
         let row = mapping::milestone_to_row(&m, loaded.next_milestone_index()).map_err(map_err)?;
         rows::insert_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
@@ -533,7 +616,7 @@ impl Store for PostgresStore {
         actor: &Actor,
     ) -> StoreResult<(Milestone, Activity)> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let loaded = self.lock_project(&mut tx, project_id).await?;
+        let loaded = self.lock_project(&mut tx, project_id, false).await?;
         let pos = loaded.project.milestones.iter().position(|m| m.id == milestone_id).ok_or(MILESTONE_NOT_FOUND)?;
         let mut m = loaded.project.milestones[pos].clone();
         let act = ops::apply_milestone_patch(project_id, &mut m, patch, actor);
