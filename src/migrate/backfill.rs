@@ -378,17 +378,24 @@ async fn existing(conn: &mut PgConnection) -> Result<Existing, sqlx::Error> {
     })
 }
 
-fn members_of(
+/// Whose members: the report's entity, the mapping's parent kind, the parent's public and storage id, and the
+/// roles a stored member may have.
+struct Parent<'a> {
     kind: Kind,
     parent_kind: &'static str,
-    parent_public: &str,
-    parent: Uuid,
+    public: &'a str,
+    id: Uuid,
+    roles: &'a [&'a str],
+}
+
+fn members_of(
+    parent: Parent<'_>,
     members: &[Member],
-    roles: &[&str],
     users: &Users,
     checks: &mut Checks,
     out: &mut Vec<(Key, String, LegacyPairs, (Uuid, MemberRow))>,
 ) {
+    let Parent { kind, parent_kind, public: parent_public, id: parent, roles } = parent;
     let mut seen = HashSet::new();
     for (i, m) in members.iter().enumerate() {
         let id = format!("{parent_public}/{}", m.user_id);
@@ -479,12 +486,14 @@ fn plan(state: &State, pg: &Existing, opts: &Options, checks: &mut Checks) -> Pl
         }
         known_teams.insert(header.id);
         members_of(
-            Kind::TeamMembers,
-            "team",
-            &t.id,
-            header.id,
+            Parent {
+                kind: Kind::TeamMembers,
+                parent_kind: "team",
+                public: &t.id,
+                id: header.id,
+                roles: vocab::TEAM_ROLE_VALUES,
+            },
             &t.members,
-            vocab::TEAM_ROLE_VALUES,
             &users,
             checks,
             &mut team_member_items,
@@ -569,12 +578,14 @@ fn plan(state: &State, pg: &Existing, opts: &Options, checks: &mut Checks) -> Pl
         }
         known_projects.insert(pid);
         members_of(
-            Kind::ProjectMembers,
-            "project",
-            &p.id,
-            pid,
+            Parent {
+                kind: Kind::ProjectMembers,
+                parent_kind: "project",
+                public: &p.id,
+                id: pid,
+                roles: vocab::PROJECT_MEMBER_ROLE_VALUES,
+            },
             &p.members,
-            vocab::PROJECT_MEMBER_ROLE_VALUES,
             &users,
             checks,
             &mut project_member_items,

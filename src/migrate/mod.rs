@@ -256,11 +256,13 @@ pub fn write_legacy_files(data_dir: &Path, state: &State, keys: &[FileKey]) -> R
 
 /// A PostgreSQL export as the JSON store's in-memory state (file order = the export's order).
 pub fn state_of(snapshot: Snapshot) -> State {
-    let mut state = State::default();
-    state.users = snapshot.users.into_iter().map(|u| (u.id.clone(), Arc::new(u))).collect();
-    state.teams = snapshot.teams.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
-    state.projects = snapshot.projects.into_iter().map(|p| (p.id.clone(), Arc::new(p))).collect();
-    state.files = snapshot.files.into_iter().map(|f| (f.id.clone(), Arc::new(f))).collect();
+    let mut state = State {
+        users: snapshot.users.into_iter().map(|u| (u.id.clone(), Arc::new(u))).collect(),
+        teams: snapshot.teams.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect(),
+        projects: snapshot.projects.into_iter().map(|p| (p.id.clone(), Arc::new(p))).collect(),
+        files: snapshot.files.into_iter().map(|f| (f.id.clone(), Arc::new(f))).collect(),
+        ..State::default()
+    };
     let mut logs: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
     for a in snapshot.activities {
         logs.entry(a.project_id.clone()).or_default().push(a);
