@@ -42,6 +42,9 @@ pub struct Report {
     pub persisted_mode: Option<serde_json::Value>,
     /// A crashed rollback that this run completed first.
     pub resumed: bool,
+    /// Files copied into the backup: (top-level files, activity files).
+    #[serde(skip)]
+    pub backed_up: (usize, usize),
 }
 
 impl Report {
@@ -57,8 +60,7 @@ impl Report {
                 let _ = writeln!(s, "  {:<10}{} ({} records)", f.action, f.path, f.records);
             }
         } else if let Some(b) = &self.backup {
-            let top = self.files.iter().filter(|f| !f.path.contains("activities")).count();
-            let act = self.files.len() - top;
+            let (top, act) = self.backed_up;
             let _ = writeln!(s, "backup   {b} ({top} files, {act} activity files)");
         }
         let counts: Vec<String> = self.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -231,6 +233,7 @@ pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Re
         files,
         persisted_mode: None,
         resumed,
+        backed_up: (0, 0),
     };
     if opts.dry_run {
         return Ok(report);
@@ -266,6 +269,9 @@ pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Re
         sync_dir(&backup.join("data/activities"))?;
     }
     report.backup = Some(backup.display().to_string());
+    let act_dir = format::activities_dir(data_dir);
+    let activity_files = existing.iter().filter(|p| p.starts_with(&act_dir)).count();
+    report.backed_up = (existing.len() - activity_files, activity_files);
 
     // Rule 4: stage, mark, rename, empty the journal, unmark.
     let staging = data_dir.join(STAGING);
@@ -300,4 +306,36 @@ pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Re
     write_atomic(&data_dir.join(".store-state.json"), state_file.to_string().as_bytes())?;
     report.persisted_mode = Some(state_file);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_rollback_is_completed_from_its_marker() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let data = dir.path();
+        std::fs::create_dir_all(data.join(STAGING)).unwrap();
+        std::fs::create_dir_all(data.join("journal")).unwrap();
+        std::fs::write(data.join("journal/0000000000000001.wal"), "old record\n").unwrap();
+        std::fs::write(data.join("users.json"), "old").unwrap();
+        std::fs::write(data.join(STAGING).join("0.json"), "new").unwrap();
+        std::fs::create_dir_all(format::activities_dir(data)).unwrap();
+        let stale = format::activities_dir(data).join("gone.json");
+        std::fs::write(&stale, "{}").unwrap();
+        let marker = Marker {
+            renames: vec![(data.join(STAGING).join("0.json"), data.join("users.json"))],
+            removes: vec![stale.clone()],
+        };
+        std::fs::write(data.join(MARKER), serde_json::to_vec(&marker).unwrap()).unwrap();
+
+        assert!(complete(data).unwrap());
+        assert_eq!(std::fs::read_to_string(data.join("users.json")).unwrap(), "new");
+        assert!(!stale.exists());
+        assert!(!data.join(MARKER).exists());
+        assert!(!data.join(STAGING).exists());
+        assert_eq!(std::fs::read_dir(data.join("journal")).unwrap().count(), 0, "no older record is replayed");
+        assert!(!complete(data).unwrap(), "nothing left to complete");
+    }
 }

@@ -572,7 +572,13 @@ async fn repair_json(
     entities: &IndexMap<String, EntityResult>,
 ) -> Result<Vec<Change>, Failure> {
     use crate::store::json::state::FileKey;
-    let lock = super::lock_data_dir(data_dir, "repair towards JSON")?;
+    let lock = super::lock_data_dir(data_dir, "repair towards JSON").map_err(|e| Failure {
+        code: e.code,
+        message: format!(
+            "{}; repairing through the running server (the control-socket path) is a later slice",
+            e.message
+        ),
+    })?;
     let mut json = super::read_json(data_dir, true)?;
     let mut changes = Vec::new();
     let mut dirty: Vec<FileKey> = Vec::new();

@@ -357,3 +357,55 @@ fn an_unreachable_database_is_exit_3() {
         assert_eq!(out.code, 3, "{cmd:?}: {}", out.stderr);
     }
 }
+
+#[tokio::test]
+async fn repair_towards_json_rewrites_the_files_and_is_refused_while_a_server_holds_them() {
+    let dir = fixtures();
+    let db = fresh_database();
+    assert_eq!(run(dir.path(), &db, &["migrate"], &[]).code, 0);
+    sql(&db, "update tasks set title = 'Renamed in PostgreSQL' where id = 'cccccccc-0001-4000-8000-000000000001'")
+        .await;
+
+    let mut server = spawn_child(dir.path(), &["--store", "json"], &[]);
+    let refused = run(dir.path(), &db, &["validate", "--source", "postgres", "--repair"], &[]);
+    assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("control-socket path"), "{}", refused.stderr);
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+
+    let out = run(dir.path(), &db, &["validate", "--source", "postgres", "--repair", "--json"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(r["source"], "postgres");
+    assert_eq!(r["repaired"]["changes"][0]["target"], "json");
+    let projects = read_json(&dir.path().join("projects.json"));
+    let titles: Vec<&str> = projects["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()))
+        .collect();
+    assert!(titles.contains(&"Renamed in PostgreSQL"), "{titles:?}");
+    assert_eq!(run(dir.path(), &db, &["validate"], &[]).code, 0);
+}
+
+#[tokio::test]
+async fn records_with_pending_outbox_entries_are_pending_not_differences() {
+    let dir = fixtures();
+    let db = fresh_database();
+    assert_eq!(run(dir.path(), &db, &["migrate"], &[]).code, 0);
+    sql(&db, "update tasks set title = 'in flight' where id = 'cccccccc-0001-4000-8000-000000000002'").await;
+    sql(
+        &db,
+        "insert into store_outbox (epoch, ordering_key, entity, entity_id, op, payload) \
+         values (1, 'project:bbbbbbbb-0000-4000-8000-000000000001', 'task', 'cccccccc-0001-4000-8000-000000000002', \
+         'upsert', '{}')",
+    )
+    .await;
+    let out = run(dir.path(), &db, &["validate", "--json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let tasks = &out.json()["entities"]["tasks"];
+    assert_eq!(tasks["pending"], 1);
+    assert_eq!(tasks["matched"], 16);
+    assert_eq!(tasks["mismatched"], json!([]));
+}
