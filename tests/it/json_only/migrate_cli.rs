@@ -409,3 +409,22 @@ async fn records_with_pending_outbox_entries_are_pending_not_differences() {
     assert_eq!(tasks["matched"], 16);
     assert_eq!(tasks["mismatched"], json!([]));
 }
+
+#[tokio::test]
+async fn restart_discards_an_interrupted_runs_checkpoints_without_duplicating_rows() {
+    let dir = fixtures();
+    let db = fresh_database();
+    let crash =
+        run(dir.path(), &db, &["migrate", "--batch-size", "3"], &[("FLUX_TEST_MIGRATE_CRASH_AFTER_BATCHES", "4")]);
+    assert_eq!(crash.code, 137);
+    let out = run(dir.path(), &db, &["migrate", "--restart", "--json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["resumedRun"], Value::Null);
+    for (entity, n) in EXPECTED {
+        let c = &r["entities"][entity];
+        assert_eq!(c["inserted"].as_u64().unwrap() + c["unchanged"].as_u64().unwrap(), n, "{entity}: {c}");
+    }
+    assert_eq!(count(&db, "select count(*) from users").await, 9);
+    assert_eq!(count(&db, "select count(distinct run_id) from migration_runs").await, 1, "the old run is gone");
+}
