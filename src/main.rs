@@ -387,7 +387,18 @@ async fn migrate_cmd(cfg: Config, args: MigrateArgs, quiet: bool) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(migrate::db_failure(e)),
     };
-    let report = backfill::run(&mut conn, &state, cfg.data_dir.display().to_string(), store.target(), &opts).await;
+    // A second connection keeps two batches in flight; without one (a pool of 1) the run is sequential.
+    let mut second = if args.dry_run { None } else { store.pool().acquire().await.ok() };
+    let report = backfill::run(
+        &mut conn,
+        second.as_deref_mut(),
+        &state,
+        cfg.data_dir.display().to_string(),
+        store.target(),
+        &opts,
+    )
+    .await;
+    drop(second);
     drop(conn);
     store.close().await;
     match report {

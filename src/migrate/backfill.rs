@@ -802,7 +802,16 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    async fn run_kind<T: Bulk>(&mut self, conn: &mut PgConnection, kind: Kind, p: &Prepared<T>) -> Result<(), Failure> {
+    /// Writes one entity from its checkpoint on. With a second connection, two batches are in flight at once (the
+    /// insert is where the time goes: index and foreign-key maintenance); they still commit in key order, each
+    /// with its checkpoint, so the checkpoint only ever covers contiguous committed batches.
+    async fn run_kind<T: Bulk>(
+        &mut self,
+        conn: &mut PgConnection,
+        mut second: Option<&mut PgConnection>,
+        kind: Kind,
+        p: &Prepared<T>,
+    ) -> Result<(), Failure> {
         let oc = if self.opts.overwrite { OnConflict::Overwrite } else { OnConflict::Keep };
         let cp = self.checkpoints.get(kind.name());
         if cp.is_some_and(|c| c.finished) {
@@ -826,23 +835,31 @@ impl Runner<'_> {
             bar
         });
         let size = self.opts.batch_size.max(1);
+        let n = p.rows.len();
         let mut i = start;
-        while i < p.rows.len() {
-            let end = (i + size).min(p.rows.len());
-            let w = self.batch(conn, kind, p, i, end, oc).await?;
-            let c = self.counts.entry(kind.name().into()).or_default();
-            c.inserted += w.inserted;
-            c.updated += w.updated;
-            c.unchanged += (end - i) as u64 - w.inserted - w.updated - w.failed;
-            if let Some(bar) = &bar {
-                bar.set_position(end as u64);
+        while i < n {
+            let end = (i + size).min(n);
+            match second.as_deref_mut() {
+                Some(other) if end < n => {
+                    let end2 = (end + size).min(n);
+                    let (first, next) = tokio::join!(
+                        write_batch(conn, kind, p, i, end, oc),
+                        write_batch(other, kind, p, end, end2, oc)
+                    );
+                    let (tx, result) = first?;
+                    let (tx2, result2) = next?;
+                    self.commit_batch(tx, kind, p, i, end, result).await?;
+                    bar.iter().for_each(|b| b.set_position(end as u64));
+                    self.commit_batch(tx2, kind, p, end, end2, result2).await?;
+                    i = end2;
+                }
+                _ => {
+                    let (tx, result) = write_batch(conn, kind, p, i, end, oc).await?;
+                    self.commit_batch(tx, kind, p, i, end, result).await?;
+                    i = end;
+                }
             }
-            self.batches += 1;
-            if self.opts.crash_after_batches.is_some_and(|n| self.batches >= n) {
-                // Simulates a crash right after a committed batch (tests of resume); no cleanup on purpose.
-                std::process::exit(137);
-            }
-            i = end;
+            bar.iter().for_each(|b| b.set_position(i as u64));
         }
         if let Some(bar) = bar {
             bar.finish();
@@ -856,57 +873,17 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// One batch in one transaction with its checkpoint; if PostgreSQL refuses it, one savepoint per row.
-    async fn batch<T: Bulk>(
+    /// The batch's checkpoint in its own transaction, the commit, then the counts.
+    async fn commit_batch<T>(
         &mut self,
-        conn: &mut PgConnection,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         kind: Kind,
         p: &Prepared<T>,
         from: usize,
         to: usize,
-        oc: OnConflict,
-    ) -> Result<BatchResult, Failure> {
-        let legacy: LegacyPairs = p.legacy[from..to].iter().flatten().cloned().collect();
-        let mut tx = conn.begin().await.map_err(db_failure)?;
-        bulk::insert_legacy_ids(&mut tx, &legacy).await.map_err(db_failure)?;
-        let outcome = T::insert(&mut tx, &p.rows[from..to], oc, kind).await;
-        let result = match outcome {
-            Ok(w) => BatchResult { inserted: w.inserted, updated: w.updated, failed: 0 },
-            Err(e) if is_connection_error(&e) => return Err(db_failure(e)),
-            Err(_) => {
-                tx.rollback().await.map_err(db_failure)?;
-                tx = conn.begin().await.map_err(db_failure)?;
-                let mut r = BatchResult::default();
-                for j in from..to {
-                    let mut sp = tx.begin().await.map_err(db_failure)?;
-                    let single = async {
-                        bulk::insert_legacy_ids(&mut sp, &p.legacy[j]).await?;
-                        T::insert(&mut sp, &p.rows[j..j + 1], oc, kind).await
-                    }
-                    .await;
-                    match single {
-                        Ok(w) => {
-                            sp.commit().await.map_err(db_failure)?;
-                            r.inserted += w.inserted;
-                            r.updated += w.updated;
-                        }
-                        Err(e) if is_connection_error(&e) => return Err(db_failure(e)),
-                        Err(e) => {
-                            sp.rollback().await.map_err(db_failure)?;
-                            r.failed += 1;
-                            self.errors.push(RowError {
-                                entity: kind.name().into(),
-                                id: p.ids[j].clone(),
-                                field: "-".into(),
-                                reason: row_reason(&e),
-                            });
-                            self.counts.entry(kind.name().into()).or_default().errors += 1;
-                        }
-                    }
-                }
-                r
-            }
-        };
+        result: BatchResult,
+    ) -> Result<(), Failure> {
+        let failed = result.errors.len() as u64;
         sqlx::query(
             "update migration_runs set last_id = $3, rows_done = rows_done + $4, rows_failed = rows_failed + $5 \
              where run_id = $1 and entity = $2",
@@ -914,21 +891,89 @@ impl Runner<'_> {
         .bind(&self.run_id)
         .bind(kind.name())
         .bind(key_text(kind, p.keys[to - 1]))
-        .bind((to - from) as i64 - result.failed as i64)
-        .bind(result.failed as i64)
+        .bind((to - from) as i64 - failed as i64)
+        .bind(failed as i64)
         .execute(&mut *tx)
         .await
         .map_err(db_failure)?;
         tx.commit().await.map_err(db_failure)?;
-        Ok(result)
+        let c = self.counts.entry(kind.name().into()).or_default();
+        c.inserted += result.inserted;
+        c.updated += result.updated;
+        c.unchanged += (to - from) as u64 - result.inserted - result.updated - failed;
+        c.errors += failed;
+        self.errors.extend(result.errors);
+        self.batches += 1;
+        if self.opts.crash_after_batches.is_some_and(|n| self.batches >= n) {
+            // Simulates a crash right after a committed batch (tests of resume); no cleanup on purpose.
+            std::process::exit(137);
+        }
+        Ok(())
     }
+}
+
+/// One batch written inside a new transaction on `conn`, not yet committed. If PostgreSQL refuses the batch (a
+/// constraint the checks do not know), it is written again one savepoint per row and the refused rows become row
+/// errors.
+async fn write_batch<'c, T: Bulk>(
+    conn: &'c mut PgConnection,
+    kind: Kind,
+    p: &Prepared<T>,
+    from: usize,
+    to: usize,
+    oc: OnConflict,
+) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, BatchResult), Failure> {
+    let legacy: LegacyPairs = p.legacy[from..to].iter().flatten().cloned().collect();
+    let mut tx = conn.begin().await.map_err(db_failure)?;
+    // The whole batch under a savepoint, so that a refused batch can be redone row by row in the same transaction.
+    let mut whole = tx.begin().await.map_err(db_failure)?;
+    let outcome = async {
+        bulk::insert_legacy_ids(&mut whole, &legacy).await?;
+        T::insert(&mut whole, &p.rows[from..to], oc, kind).await
+    }
+    .await;
+    match outcome {
+        Ok(w) => {
+            whole.commit().await.map_err(db_failure)?;
+            return Ok((tx, BatchResult { inserted: w.inserted, updated: w.updated, errors: Vec::new() }));
+        }
+        Err(e) if is_connection_error(&e) => return Err(db_failure(e)),
+        Err(_) => whole.rollback().await.map_err(db_failure)?,
+    }
+    let mut r = BatchResult::default();
+    for j in from..to {
+        let mut sp = tx.begin().await.map_err(db_failure)?;
+        let single = async {
+            bulk::insert_legacy_ids(&mut sp, &p.legacy[j]).await?;
+            T::insert(&mut sp, &p.rows[j..j + 1], oc, kind).await
+        }
+        .await;
+        match single {
+            Ok(w) => {
+                sp.commit().await.map_err(db_failure)?;
+                r.inserted += w.inserted;
+                r.updated += w.updated;
+            }
+            Err(e) if is_connection_error(&e) => return Err(db_failure(e)),
+            Err(e) => {
+                sp.rollback().await.map_err(db_failure)?;
+                r.errors.push(RowError {
+                    entity: kind.name().into(),
+                    id: p.ids[j].clone(),
+                    field: "-".into(),
+                    reason: row_reason(&e),
+                });
+            }
+        }
+    }
+    Ok((tx, r))
 }
 
 #[derive(Default)]
 struct BatchResult {
     inserted: u64,
     updated: u64,
-    failed: u64,
+    errors: Vec<RowError>,
 }
 
 /// `--overwrite` is refused while a dual-mode server holds the database (store-modes.md §5): its outbox writes
@@ -943,9 +988,11 @@ async fn live_dual_instance(conn: &mut PgConnection) -> Result<Option<(String, S
     .map_err(db_failure)
 }
 
-/// Runs the backfill of `state` into the database behind `conn`.
+/// Runs the backfill of `state` into the database behind `conn`; `second`, another connection to the same
+/// database, lets two batches be written at once (a dry run uses one transaction, hence one connection).
 pub async fn run(
     conn: &mut PgConnection,
+    second: Option<&mut PgConnection>,
     state: &State,
     source: String,
     target: String,
@@ -963,16 +1010,17 @@ pub async fn run(
     // A dry run does everything inside one transaction that is rolled back; its batches are savepoints.
     if opts.dry_run {
         let mut tx = conn.begin().await.map_err(db_failure)?;
-        let report = run_in(&mut tx, state, source, target, opts, started).await;
+        let report = run_in(&mut tx, None, state, source, target, opts, started).await;
         tx.rollback().await.map_err(db_failure)?;
         report
     } else {
-        run_in(conn, state, source, target, opts, started).await
+        run_in(conn, second, state, source, target, opts, started).await
     }
 }
 
 async fn run_in(
     conn: &mut PgConnection,
+    mut second: Option<&mut PgConnection>,
     state: &State,
     source: String,
     target: String,
@@ -1032,15 +1080,15 @@ async fn run_in(
     }
     for kind in opts.only.clone() {
         match kind {
-            Kind::Users => runner.run_kind(conn, kind, &plan.users).await?,
-            Kind::Teams => runner.run_kind(conn, kind, &plan.teams).await?,
-            Kind::TeamMembers => runner.run_kind(conn, kind, &plan.team_members).await?,
-            Kind::Projects => runner.run_kind(conn, kind, &plan.projects).await?,
-            Kind::ProjectMembers => runner.run_kind(conn, kind, &plan.project_members).await?,
-            Kind::Tasks => runner.run_kind(conn, kind, &plan.tasks).await?,
-            Kind::Milestones => runner.run_kind(conn, kind, &plan.milestones).await?,
-            Kind::Files => runner.run_kind(conn, kind, &plan.files).await?,
-            Kind::Activities => runner.run_kind(conn, kind, &plan.activities).await?,
+            Kind::Users => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.users).await?,
+            Kind::Teams => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.teams).await?,
+            Kind::TeamMembers => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.team_members).await?,
+            Kind::Projects => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.projects).await?,
+            Kind::ProjectMembers => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.project_members).await?,
+            Kind::Tasks => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.tasks).await?,
+            Kind::Milestones => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.milestones).await?,
+            Kind::Files => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.files).await?,
+            Kind::Activities => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.activities).await?,
         }
         let c = runner.counts.entry(kind.name().into()).or_default();
         c.read = plan.read.get(&kind).copied().unwrap_or(0);
