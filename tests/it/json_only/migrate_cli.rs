@@ -428,3 +428,24 @@ async fn restart_discards_an_interrupted_runs_checkpoints_without_duplicating_ro
     assert_eq!(count(&db, "select count(*) from users").await, 9);
     assert_eq!(count(&db, "select count(distinct run_id) from migration_runs").await, 1, "the old run is gone");
 }
+
+#[tokio::test]
+async fn a_row_postgresql_refuses_becomes_a_row_error_and_the_rest_of_its_batch_moves() {
+    let dir = fixtures();
+    let path = dir.path().join("files.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let taken = doc["files"][0]["filename"].clone();
+    doc["files"][1]["filename"] = taken;
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let db = fresh_database();
+    let out = run(dir.path(), &db, &["migrate", "--json"], &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["entities"]["files"]["errors"], 1);
+    assert_eq!(r["entities"]["files"]["inserted"], 2);
+    let errors = r["rowErrors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["entity"], "files");
+    assert!(errors[0]["reason"].as_str().unwrap().contains("files_filename_key"), "{}", errors[0]);
+    assert_eq!(count(&db, "select count(*) from files").await, 2);
+}
