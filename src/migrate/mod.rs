@@ -264,7 +264,8 @@ pub fn state_of(snapshot: Snapshot) -> State {
         ..State::default()
     };
     let mut logs: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
-    for a in snapshot.activities {
+    // An orphan migrated with `--include-orphans` has no project, hence no activity file to go back to.
+    for a in snapshot.activities.into_iter().filter(|a| !a.project_id.is_empty()) {
         logs.entry(a.project_id.clone()).or_default().push(a);
     }
     state.activities =
