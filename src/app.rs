@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,15 +21,9 @@ use crate::realtime::Realtime;
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
+use crate::store::modes::{self, PersistedMode, StoreControl};
 use crate::store::postgres::{PgError, PgOptions, PostgresStore};
 use crate::store::DynStore;
-
-/// The store a request uses, and the mode it belongs to. Swapped as a whole, so a request that took one slot
-/// keeps a consistent store for its whole life.
-pub struct StoreSlot {
-    pub store: DynStore,
-    pub mode: StoreMode,
-}
 
 pub struct Inner {
     pub config: Arc<Config>,
@@ -40,7 +33,8 @@ pub struct Inner {
     pub started: Instant,
     pub limits: RateLimits,
     pub realtime: Arc<Realtime>,
-    slot: ArcSwap<StoreSlot>,
+    /// The live store mode and its switch (store/modes.rs).
+    pub stores: Arc<StoreControl>,
     /// Set when shutdown begins: `/health/ready` answers 503 from then on, so a load balancer stops routing here.
     draining: AtomicBool,
 }
@@ -57,10 +51,10 @@ impl Deref for AppState {
 
 impl Inner {
     pub fn store(&self) -> DynStore {
-        self.slot.load().store.clone()
+        self.stores.store()
     }
     pub fn mode(&self) -> StoreMode {
-        self.slot.load().mode
+        self.stores.mode()
     }
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -81,7 +75,7 @@ pub(crate) fn state_for_tests(config: Config, jwt_secret: &str, store: DynStore)
         started: Instant::now(),
         realtime: crate::realtime::layer(&config).1,
         limits: RateLimits::from_config(&config),
-        slot: ArcSwap::from_pointee(StoreSlot { store, mode: StoreMode::Json }),
+        stores: StoreControl::fixed(Arc::new(config.clone()), store, StoreMode::Json),
         draining: AtomicBool::new(false),
         config: Arc::new(config),
     }))
@@ -110,9 +104,9 @@ impl StartError {
 }
 
 /// The backend a mode runs on, opened at start-up.
-enum Opened {
-    Json { store: Arc<JsonStore>, lock: DataDirLock },
-    Postgres(Arc<PostgresStore>),
+struct Opened {
+    json: Option<(Arc<JsonStore>, DataDirLock)>,
+    postgres: Option<Arc<PostgresStore>>,
 }
 
 pub fn pg_options(config: &Config) -> Option<PgOptions> {
@@ -129,16 +123,21 @@ pub fn pg_options(config: &Config) -> Option<PgOptions> {
     Some(o)
 }
 
-/// Connects and applies pending migrations. PostgreSQL being down is not fatal (configuration.md §6): the server
-/// listens, answers 503 where PostgreSQL is needed, and migrates in the background as soon as it can connect.
-pub async fn open_postgres(config: &Config) -> Result<Arc<PostgresStore>, StartError> {
+/// Connects (the pool; no migrations: a live mode switch requires a current schema instead).
+pub async fn connect_postgres(config: &Config) -> Result<Arc<PostgresStore>, StartError> {
     let opts =
         pg_options(config).ok_or_else(|| StartError::Config("the store mode needs DATABASE_URL or DB_*".into()))?;
     let store = PostgresStore::connect(opts).await.map_err(|e| match e {
         PgError::Unsupported(m) | PgError::InvalidUrl(m) | PgError::InvalidCaCert(m) => StartError::Config(m),
         other => StartError::Runtime(other.to_string()),
     })?;
-    let store = Arc::new(store);
+    Ok(Arc::new(store))
+}
+
+/// Connects and applies pending migrations. PostgreSQL being down is not fatal (configuration.md §6): the server
+/// listens, answers 503 where PostgreSQL is needed, and migrates in the background as soon as it can connect.
+pub async fn open_postgres(config: &Config) -> Result<Arc<PostgresStore>, StartError> {
+    let store = connect_postgres(config).await?;
     match store.migrate().await {
         Ok(report) => {
             if !report.applied.is_empty() {
@@ -197,7 +196,6 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     json: Option<Arc<JsonStore>>,
-    postgres: Option<Arc<PostgresStore>>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     metrics_http: Option<JoinHandle<std::io::Result<()>>>,
@@ -215,9 +213,18 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.upload_dir).map_err(|e| {
         StartError::Config(format!("FLUX_UPLOAD_DIR={}: cannot create: {e}", config.upload_dir.display()))
     })?;
-    // json keeps its single-instance lock; postgres is the only mode where several instances share a deployment.
-    let opened = match config.store_mode {
-        StoreMode::Postgres => Opened::Postgres(open_postgres(&config).await?),
+    // The persisted mode wins over the configured one (store-modes.md §5).
+    let (mode, persisted) = modes::startup_mode(&config).map_err(StartError::Config)?;
+    if mode.needs_database() && config.database_url.is_none() {
+        return Err(StartError::Config(format!(
+            "the persisted store mode '{mode}' ({}) needs PostgreSQL; set DATABASE_URL or DB_*",
+            data_dir.join(modes::STATE_FILE).display()
+        )));
+    }
+    // Every mode but postgres keeps the JSON store and its single-instance lock; postgres is the only mode where
+    // several instances share a deployment.
+    let json = match mode {
+        StoreMode::Postgres => None,
         _ => {
             let lock = DataDirLock::acquire(&data_dir).map_err(|e| StartError::Config(e.to_string()))?;
             let mut json_opts = JsonOptions::new(&data_dir);
@@ -228,9 +235,24 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
                 .await
                 .map_err(|e| StartError::Runtime(e.to_string()))?
                 .map_err(|e| StartError::Config(format!("cannot open the JSON store: {e}")))?;
-            Opened::Json { store: Arc::new(json), lock }
+            Some((Arc::new(json), lock))
         }
     };
+    let postgres = match mode {
+        StoreMode::Json => None,
+        _ => Some(open_postgres(&config).await?),
+    };
+    // Switches persist the mode, and so does a start in a dual mode (its outbox is an obligation a later start must
+    // not forget); a forced start over a different persisted mode records the override. A plain json or postgres
+    // start writes nothing, so changing the configuration of such a deployment still takes effect.
+    let on_disk = PersistedMode::read(&data_dir).ok().flatten();
+    let dual = matches!(mode, StoreMode::DualJson | StoreMode::DualPostgres);
+    if on_disk.as_ref().is_some_and(|d| d.mode != mode) || (dual && on_disk.is_none()) {
+        persisted
+            .write(&data_dir)
+            .map_err(|e| StartError::Config(format!("{}: {e}", data_dir.join(modes::STATE_FILE).display())))?;
+    }
+    let opened = Opened { json, postgres };
 
     let cost = config.bcrypt_cost;
     let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost))
@@ -238,18 +260,24 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     let (socket_layer, realtime) = crate::realtime::layer(&config);
     let sink = crate::realtime::event_pipeline(realtime.clone());
-    let (store, json, postgres, lock): (DynStore, _, _, _) = match opened {
-        Opened::Json { store, lock } => {
-            store.set_event_sink(sink);
-            (store.clone(), Some(store), None, Some(lock))
-        }
-        Opened::Postgres(store) => {
-            store.set_event_sink(sink);
-            store.enable_fanout(config.instance_id.clone());
-            store.spawn_listener();
-            (store.clone(), None, Some(store), None)
-        }
+    let (json, lock) = match opened.json {
+        Some((store, lock)) => (Some(store), Some(lock)),
+        None => (None, None),
     };
+    let postgres = opened.postgres;
+    // Realtime events come from the primary's commits; in postgres mode they also travel between instances.
+    match (modes::primary_of(mode), &json, &postgres) {
+        ("json", Some(j), _) => j.set_event_sink(sink),
+        (_, _, Some(p)) => {
+            p.set_event_sink(sink);
+            if mode == StoreMode::Postgres {
+                p.enable_fanout(config.instance_id.clone());
+                p.spawn_listener();
+            }
+        }
+        _ => unreachable!("the primary of the mode is open"),
+    }
+    let stores = StoreControl::new(config.clone(), mode, persisted, json.clone(), postgres.clone());
     let state = AppState(Arc::new(Inner {
         realtime: realtime.clone(),
         jwt: Jwt::new(&opts.jwt_secret),
@@ -257,7 +285,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         google: GoogleVerifier::new(config.google_client_ids.clone(), config.google_jwks_url.clone()),
         started: Instant::now(),
         limits: RateLimits::from_config(&config),
-        slot: ArcSwap::from_pointee(StoreSlot { store, mode: config.store_mode }),
+        stores,
         draining: AtomicBool::new(false),
         config: config.clone(),
     }));
@@ -321,19 +349,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         None => None,
     };
 
-    Ok(Server {
-        addr,
-        metrics_addr,
-        state,
-        json,
-        postgres,
-        shutdown_tx,
-        http,
-        metrics_http,
-        control,
-        control_path,
-        _lock: lock,
-    })
+    Ok(Server { addr, metrics_addr, state, json, shutdown_tx, http, metrics_http, control, control_path, _lock: lock })
 }
 
 impl Server {
@@ -358,7 +374,8 @@ impl Server {
         if let Some(c) = self.control.take() {
             c.abort();
         }
-        if let Some(pg) = &self.postgres {
+        self.state.stores.shutdown().await;
+        if let Some(pg) = self.state.stores.postgres() {
             pg.close().await;
         }
         match &self.json {
@@ -375,7 +392,8 @@ impl Server {
         self.json.as_ref().expect("json_store() on a server that does not run the JSON store")
     }
 
-    pub fn postgres_store(&self) -> Option<&Arc<PostgresStore>> {
-        self.postgres.as_ref()
+    /// The PostgreSQL store, when the mode uses one (opened at start-up or by a switch).
+    pub fn postgres_store(&self) -> Option<Arc<PostgresStore>> {
+        self.state.stores.postgres()
     }
 }

@@ -80,6 +80,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Export PostgreSQL into the legacy JSON files (server stopped)
     Rollback(RollbackArgs),
+    /// The live store mode of a running server: status and switch
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +150,46 @@ pub struct RollbackArgs {
     /// Print one JSON document instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+/// How `store status|switch` reach the server: the control socket when the data dir is on this host and a
+/// server holds it, else HTTP with an admin token.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// Server base URL [default: http://127.0.0.1:$PORT]
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Admin bearer token for HTTP [env: FLUX_ADMIN_TOKEN]
+    #[arg(long, env = "FLUX_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Mode, epoch, primary and secondary, outbox depth and age, last replay error, last validation, instances
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print one JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch the live mode one step along json <-> dual-json <-> dual-postgres <-> postgres
+    Switch {
+        /// Target mode: json, dual-json, dual-postgres or postgres
+        mode: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// dual-json -> json only: discard pending outbox entries and mark PostgreSQL stale
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for the outbox to drain and for the write pause, 1-600
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// No server is running: check the preconditions and change the persisted mode directly
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -21,7 +21,7 @@ use crate::cli::Cli;
 // Public types
 // -------------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreMode {
     Json,
@@ -62,7 +62,7 @@ impl fmt::Display for StoreMode {
 
 /// The modes this version can run; the others are parsed and validated but refused by
 /// [`parse_args`].
-pub const AVAILABLE_STORE_MODES: &[StoreMode] = &[StoreMode::Json, StoreMode::Postgres];
+pub const AVAILABLE_STORE_MODES: &[StoreMode] = &[StoreMode::Json, StoreMode::DualJson, StoreMode::Postgres];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -2306,10 +2306,9 @@ mod tests {
         // false/false -> json.
         let c = cfg(&[], &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "FALSE")]);
         assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::Json, Source::LegacyPair));
-        // false/true -> dual-json: refused with a database, json + warning without one.
-        let e = err(&[], &[("USE_POSTGRES", "0"), ("DUAL_WRITE_ENABLED", "1"), db]);
-        assert!(e.contains("store mode 'dual-json' is not available yet"), "{e}");
-        assert!(e.contains("USE_POSTGRES=false, DUAL_WRITE_ENABLED=true"), "{e}");
+        // false/true -> dual-json with a database, json + warning without one.
+        let c = cfg(&[], &[("USE_POSTGRES", "0"), ("DUAL_WRITE_ENABLED", "1"), db]);
+        assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::DualJson, Source::LegacyPair));
         let c = cfg(&[], &[("USE_POSTGRES", "false"), ("DUAL_WRITE_ENABLED", "true")]);
         assert_eq!(c.store_mode, StoreMode::Json);
         assert!(c.warnings.iter().any(|w| w.contains("means dual-json") && w.contains("running json")));
@@ -2325,8 +2324,8 @@ mod tests {
         assert!(e.contains("DUAL_WRITE_ENABLED unset (legacy default true)"), "{e}");
         assert!(e.contains("'dual-postgres'"), "{e}");
         // Pair -> dual-json with DB_* configured counts as a database.
-        let e = err(&[], &[("DUAL_WRITE_ENABLED", "true"), ("DB_HOST", "db")]);
-        assert!(e.contains("'dual-json' is not available yet"), "{e}");
+        let c = cfg(&[], &[("DUAL_WRITE_ENABLED", "true"), ("DB_HOST", "db")]);
+        assert_eq!(c.store_mode, StoreMode::DualJson);
         // Booleans other than true/false/1/0 are errors, even when FLUX_STORE decides.
         let e = err(&[], &[("USE_POSTGRES", "yes"), ("FLUX_STORE", "json")]);
         assert_eq!(e, "USE_POSTGRES='yes': must be true, false, 1 or 0 (any case)");
@@ -2350,17 +2349,17 @@ mod tests {
     }
 
     #[test]
-    fn non_json_modes_are_refused_naming_their_source() {
+    fn unavailable_modes_are_refused_naming_their_source() {
         let db = ("DATABASE_URL", "postgres://flux@localhost/flux");
         assert_eq!(
-            err(&[], &[("FLUX_STORE", "dual-json"), db]),
-            "FLUX_STORE=dual-json: store mode 'dual-json' is not available yet in this version (only 'json', 'postgres')"
+            err(&[], &[("FLUX_STORE", "dual-postgres"), db]),
+            "FLUX_STORE=dual-postgres: store mode 'dual-postgres' is not available yet in this version (only 'json', 'dual-json', 'postgres')"
         );
         assert_eq!(cfg(&[], &[("FLUX_STORE", "postgres"), db]).store_mode, StoreMode::Postgres);
-        // postgres needs a database.
+        assert_eq!(cfg(&["--store", "dual-json"], &[db]).store_mode, StoreMode::DualJson);
+        // postgres and dual-json need a database.
         assert!(err(&[], &[("FLUX_STORE", "postgres")]).contains("needs PostgreSQL"));
-        let e = err(&["--store", "dual-json"], &[db]);
-        assert!(e.starts_with("--store=dual-json: store mode 'dual-json' is not available yet"), "{e}");
+        assert!(err(&[], &[("FLUX_STORE", "dual-json")]).contains("needs PostgreSQL"));
         // Refused even without a database: availability is the first reason given.
         let e = err(&[], &[("FLUX_STORE", "dual-postgres")]);
         assert!(e.contains("not available yet"), "{e}");

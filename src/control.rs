@@ -4,12 +4,14 @@
 //! Protocol: HTTP/1.1 over the Unix socket (mode 0600, so only the server's OS user can connect; no token).
 //! `POST /v1/user` with a JSON [`UserRequest`](crate::usercmd::UserRequest) body answers 200 with a JSON
 //! [`UserReply`](crate::usercmd::UserReply) `{"exit_code": N, "message": "…"}`; the CLI prints the message and
-//! exits with the code. `GET /v1/ping` answers 200 `{"ok": true}`.
+//! exits with the code. `GET /v1/ping` answers 200 `{"ok": true}`. `GET`/`PUT /v1/store` are
+//! `GET`/`PUT /api/admin/store` (same bodies and answers) for `fluxstudio store status|switch`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
@@ -30,6 +32,7 @@ pub fn serve(path: &Path, state: AppState, mut shutdown: watch::Receiver<bool>) 
     let app = Router::new()
         .route("/v1/ping", get(|| async { Json(serde_json::json!({ "ok": true })) }))
         .route("/v1/user", post(user))
+        .route("/v1/store", get(store_status).put(store_switch))
         .with_state(state);
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -40,29 +43,56 @@ pub fn serve(path: &Path, state: AppState, mut shutdown: watch::Receiver<bool>) 
     }))
 }
 
+async fn store_status(State(state): State<AppState>) -> Response {
+    crate::api::admin::status_response(&state).await
+}
+
+async fn store_switch(
+    State(state): State<AppState>,
+    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Response {
+    match crate::api::admin::apply_put(&state, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn user(State(state): State<AppState>, Json(req): Json<UserRequest>) -> Json<UserReply> {
     Json(usercmd::execute(&state.store(), &state.passwords, req).await)
 }
 
 /// Client side, used by the CLI.
 pub async fn send_user(path: &Path, req: &UserRequest) -> Result<UserReply, String> {
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let (status, bytes) = request(path, "POST", "/v1/user", Some(body)).await?;
+    if !status.is_success() {
+        return Err(format!("control socket answered {status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// One HTTP/1.1 request over the control socket: the status and the body.
+pub async fn request(
+    path: &Path,
+    method: &str,
+    uri: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(hyper::StatusCode, bytes::Bytes), String> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|e| format!("cannot reach the running server at {}: {e}", path.display()))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-    let request = Request::post("/v1/user")
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
         .header("host", "localhost")
         .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    if !status.is_success() {
-        return Err(format!("control socket answered {status}: {}", String::from_utf8_lossy(&bytes)));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    Ok((status, bytes))
 }

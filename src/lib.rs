@@ -13,5 +13,6 @@ pub mod migrate;
 pub mod ratelimit;
 pub mod realtime;
 pub mod store;
+pub mod storecmd;
 pub mod telemetry;
 pub mod usercmd;

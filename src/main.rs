@@ -42,6 +42,10 @@ fn main() -> ExitCode {
             Some(Command::Migrate(args)) => migrate_cmd(cfg, args, quiet).await,
             Some(Command::Validate(args)) => validate_cmd(cfg, args).await,
             Some(Command::Rollback(args)) => rollback_cmd(cfg, args).await,
+            Some(Command::Store(cmd)) => {
+                let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
+                fluxstudio::storecmd::run(cfg, cmd).await
+            }
         }
     });
     ExitCode::from(code as u8)

@@ -1165,3 +1165,60 @@ async fn statement_timeout_is_unavailable() {
             .unwrap();
     assert!(names.iter().any(|n| n.as_deref() == Some("fluxstudio")), "{names:?}");
 }
+
+// ------------------------------------------------------------------------------------------ dual-postgres outbox
+
+#[tokio::test]
+async fn outbox_rows_exist_only_for_committed_writes_and_replay_into_json_in_order() {
+    use store::json::state::Op;
+    use store::outbox::{OutboxSource, OutboxTarget};
+    let db = TestDb::new().await;
+    let pg = Arc::new(db.migrated().await);
+    let op = |v: Value| -> Op { serde_json::from_value(v).unwrap() };
+    let project = op(json!({"op": "putProject", "rec": {"id": "bbbbbbbb-0000-4000-8000-0000000000aa", "name": "P",
+        "status": "active", "priority": "medium", "createdBy": "u1", "createdAt": "2026-01-01T00:00:00.000Z",
+        "members": []}}));
+    let task = |title: &str| {
+        op(json!({"op": "putTask", "project": "bbbbbbbb-0000-4000-8000-0000000000aa", "pos": usize::MAX, "rec": {
+            "id": "cccccccc-0000-4000-8000-0000000000aa", "title": title, "description": null, "status": "todo",
+            "priority": "medium", "assignedTo": null, "dueDate": null, "createdBy": "u1",
+            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z", "completedAt": null}}))
+    };
+
+    // Not recording: nothing is written.
+    let mut tx = pg.pool().begin().await.unwrap();
+    pg.record_outbox(&mut tx, std::slice::from_ref(&project)).await.unwrap();
+    tx.commit().await.unwrap();
+    pg.enable_outbox(7);
+    // A rolled-back write leaves no entry; committed ones do, in order.
+    let mut tx = pg.pool().begin().await.unwrap();
+    pg.record_outbox(&mut tx, &[task("rolled back")]).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = pg.pool().begin().await.unwrap();
+    pg.record_outbox(&mut tx, &[project.clone(), task("first")]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = pg.pool().begin().await.unwrap();
+    pg.record_outbox(&mut tx, &[task("second")]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let source = postgres::outbox::PgOutbox::new(pg.clone());
+    let pending = source.pending(100).await;
+    let summary: Vec<(String, String, u64)> =
+        pending.iter().map(|e| (e.entity.clone(), e.ordering_key.clone(), e.epoch)).collect();
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert!(summary.iter().all(|(_, k, epoch)| k == "project:bbbbbbbb-0000-4000-8000-0000000000aa" && *epoch == 7));
+    assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(pending[2].data.as_ref().unwrap()["title"], "second");
+    assert_eq!(source.depth().0, 3);
+
+    // Replayed into a JSON store: the after-images land, the last one wins.
+    let dir = tempfile::tempdir().unwrap();
+    let json = JsonStore::open(JsonOptions::new(dir.path())).unwrap();
+    json.apply_batch(&pending).await.unwrap();
+    source.mark_applied(&pending.iter().map(|e| e.seq).collect::<Vec<_>>()).await;
+    assert_eq!(source.depth().0, 0);
+    assert!(source.pending(100).await.is_empty());
+    let p = json.get_project("bbbbbbbb-0000-4000-8000-0000000000aa").await.unwrap().unwrap();
+    assert_eq!(p.tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>(), vec!["second"]);
+    json.close().await.unwrap();
+}

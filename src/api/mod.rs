@@ -1,5 +1,6 @@
 //! The HTTP API: the one route table and the middleware stack. Handlers live in one module per resource.
 
+pub mod admin;
 pub mod auth;
 pub mod dto;
 pub mod extract;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/teams/{id}", get(teams::get_team))
         .route("/api/organizations", get(teams::list_organizations).post(teams::create_organization))
         .route("/api/organizations/{id}", get(teams::get_organization))
+        .route("/api/admin/store", get(admin::get_store).put(admin::put_store))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(state.clone());

@@ -22,6 +22,46 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn ready(State(state): State<AppState>) -> Response {
     let mode = state.mode();
     let store = state.store();
+    let (primary_ok, primary_check) = probe(&store).await;
+    let mut checks = Map::new();
+    checks.insert(store.backend().into(), primary_check);
+    // Dual modes: the secondary's reachability and the outbox make the answer `degraded`, never 503
+    // (store-modes.md §4): the primary alone decides whether requests can be served.
+    let mut degraded = false;
+    if let Some(secondary) = state.stores.secondary() {
+        let (ok, check) = probe(&secondary).await;
+        checks.insert(secondary.backend().into(), check);
+        degraded |= !ok;
+    }
+    let outbox = state.stores.outbox_status();
+    degraded |= outbox.stuck > 0 || outbox.oldest_pending_age_seconds.is_some_and(|a| a > 300.0);
+    let ready = primary_ok && !state.is_draining();
+    let status = match (ready, degraded) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    let mut body = json!({
+        "status": status,
+        "mode": mode.as_str(),
+        "checks": checks,
+        "outbox": { "depth": outbox.depth, "oldestPendingAgeSeconds": outbox.oldest_pending_age_seconds },
+    });
+    if ready {
+        return (StatusCode::OK, axum::Json(body)).into_response();
+    }
+    if !primary_ok {
+        tracing::warn!(check = %body["checks"], "readiness check failed");
+    }
+    body["message"] = json!("Store not ready");
+    body["code"] = json!("not_ready");
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
+    resp
+}
+
+/// One backend's probe, bounded by [`CHECK_TIMEOUT`]: whether it passed and its `checks` entry.
+async fn probe(store: &crate::store::DynStore) -> (bool, Value) {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(CHECK_TIMEOUT, store.check_health()).await {
         Ok(Ok(())) => Ok(()),
@@ -36,27 +76,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if let Err(reason) = &outcome {
         check.insert("error".into(), Value::String(reason.clone()));
     }
-    let mut checks = Map::new();
-    checks.insert(store.backend().into(), Value::Object(check));
-    let ready = outcome.is_ok() && !state.is_draining();
-    let mut body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "mode": mode.as_str(),
-        "checks": checks,
-        // The JSON mode has no outbox; the dual modes report theirs here (store-modes.md §2).
-        "outbox": { "depth": 0, "oldestPendingAgeSeconds": null },
-    });
-    if ready {
-        return (StatusCode::OK, axum::Json(body)).into_response();
-    }
-    if let Err(reason) = &outcome {
-        tracing::warn!(reason = %reason, "readiness check failed");
-    }
-    body["message"] = json!("Store not ready");
-    body["code"] = json!("not_ready");
-    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
-    resp
+    (outcome.is_ok(), Value::Object(check))
 }
 
 /// `/metrics` on the main port: loopback peers only, and only when no proxy forwarded the request (a reverse

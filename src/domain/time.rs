@@ -10,6 +10,13 @@ pub fn now() -> Timestamp {
     format_ts(Utc::now())
 }
 
+/// Seconds since a timestamp (negative clock skew reads as 0).
+pub fn age_seconds(ts: &str) -> Option<f64> {
+    let t = DateTime::parse_from_rfc3339(ts).ok()?;
+    let ms = (Utc::now() - t.with_timezone(&Utc)).num_milliseconds().max(0);
+    Some(ms as f64 / 1000.0)
+}
+
 pub fn format_ts(t: DateTime<Utc>) -> Timestamp {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -302,9 +302,18 @@ pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Re
     .fetch_one(&mut *conn)
     .await
     .map_err(db_failure)?;
-    let state_file = serde_json::json!({"mode": "json", "epoch": epoch});
-    write_atomic(&data_dir.join(".store-state.json"), state_file.to_string().as_bytes())?;
-    report.persisted_mode = Some(state_file);
+    // The server's own persisted-mode record, so that `serve` reads it back (it wins over FLUX_STORE).
+    let persisted = crate::store::modes::PersistedMode {
+        mode: crate::config::StoreMode::Json,
+        epoch: epoch.max(0) as u64,
+        since: crate::domain::time::now(),
+        pg_stale: false,
+        json_frozen_at: None,
+    };
+    persisted
+        .write(data_dir)
+        .map_err(|e| Failure::other(format!("{}: {e}", data_dir.join(".store-state.json").display())))?;
+    report.persisted_mode = serde_json::to_value(&persisted).ok();
     Ok(report)
 }
 

@@ -2,7 +2,10 @@
 //! [`Store`]; handlers and CLI commands see only this trait and domain types.
 
 pub mod json;
+pub mod modes;
+pub mod outbox;
 pub mod postgres;
+pub mod shadow;
 
 use std::sync::Arc;
 

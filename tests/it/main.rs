@@ -15,6 +15,7 @@ mod support;
 mod json_only {
     mod backup;
     mod cli;
+    mod dual_json;
     mod durability;
     mod google_api;
     mod legacy_fixtures;

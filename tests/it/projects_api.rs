@@ -127,12 +127,19 @@ async fn unknown_routes_and_wrong_methods_are_route_not_found() {
     assert_eq!(r.body["code"], "route_not_found");
     let h = app.call(Method::GET, "/api/health", None, None).await;
     assert_eq!(h.body["status"], "ok");
-    if crate::support::postgres_run() {
-        assert_eq!(h.body["store"]["mode"], "postgres");
-        assert_eq!(h.body["database"], json!({"usePostgres": true, "dualWriteEnabled": false}));
-    } else {
-        assert_eq!(h.body["store"]["mode"], "json");
-        assert_eq!(h.body["database"], json!({"usePostgres": false, "dualWriteEnabled": false}));
+    match crate::support::store_run() {
+        Some("postgres") => {
+            assert_eq!(h.body["store"]["mode"], "postgres");
+            assert_eq!(h.body["database"], json!({"usePostgres": true, "dualWriteEnabled": false}));
+        }
+        Some("dual-json") => {
+            assert_eq!(h.body["store"]["mode"], "dual-json");
+            assert_eq!(h.body["database"], json!({"usePostgres": false, "dualWriteEnabled": true}));
+        }
+        _ => {
+            assert_eq!(h.body["store"]["mode"], "json");
+            assert_eq!(h.body["database"], json!({"usePostgres": false, "dualWriteEnabled": false}));
+        }
     }
     let h = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(h.status, 200);

@@ -57,18 +57,28 @@ pub fn test_config(data_dir: &Path, extra: &[&str]) -> Config {
     if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
         args.extend(["--rate-limit".to_owned(), "off".to_owned()]);
     }
-    // The conformance run (FLUX_TEST_STORE=postgres) gives every server its own fresh database.
-    if postgres_run() && !extra.iter().any(|a| a.starts_with("--store")) {
-        args.extend(["--store".to_owned(), "postgres".to_owned(), "--database-url".to_owned(), fresh_database()]);
+    // The conformance runs (FLUX_TEST_STORE=postgres or dual-json) give every server its own fresh database.
+    if let Some(mode) = store_run().filter(|_| !extra.iter().any(|a| a.starts_with("--store"))) {
+        args.extend(["--store".to_owned(), mode.to_owned(), "--database-url".to_owned(), fresh_database()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let (_, cfg) = config::parse_args(args).expect("test configuration is valid");
     cfg
 }
 
-/// True in the second run of this suite, against the PostgreSQL store (scripts/test.sh).
+/// True in the run of this suite against the PostgreSQL store (scripts/test.sh).
 pub fn postgres_run() -> bool {
-    std::env::var("FLUX_TEST_STORE").as_deref() == Ok("postgres")
+    store_run() == Some("postgres")
+}
+
+/// The store mode of this run of the suite, when it is not the default JSON store: `postgres`, or `dual-json`
+/// (JSON primary, every write replayed into PostgreSQL through the outbox).
+pub fn store_run() -> Option<&'static str> {
+    match std::env::var("FLUX_TEST_STORE").as_deref() {
+        Ok("postgres") => Some("postgres"),
+        Ok("dual-json") => Some("dual-json"),
+        _ => None,
+    }
 }
 
 fn server_url() -> String {

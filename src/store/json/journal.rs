@@ -5,7 +5,7 @@
 //! compaction between its first rename and its last.
 //!
 //! Record format — one line per acknowledged write:
-//! `{"seq":N,"at":"<timestamp>","ops":[<Op>, …]}` TAB `<crc32c of the JSON text, 8 lower-case hex digits>` LF.
+//! `{"seq":N,"at":"<timestamp>","ops":[<Op>, …],"outbox":[<entry>, …]}` (`outbox` only in dual-json) TAB `<crc32c of the JSON text, 8 lower-case hex digits>` LF.
 //! The JSON text never contains a raw TAB or LF (serde escapes them), so the split is unambiguous. A record is
 //! valid only when it is complete and its checksum matches; a torn or bad record at the very end of the last
 //! segment is a write that was never acknowledged and is cut off, anywhere else it is corruption.
@@ -18,12 +18,16 @@ use serde::{Deserialize, Serialize};
 
 use super::fs::Fs;
 use super::state::Op;
+use crate::store::outbox::OutboxEntry;
 
 #[derive(Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
     pub at: String,
     pub ops: Vec<Op>,
+    /// dual-json: the outbox entries of this write (store-modes.md §2), durable with it in the same record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<OutboxEntry>,
 }
 
 pub fn encode(record: &Record) -> Vec<u8> {

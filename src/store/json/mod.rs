@@ -11,6 +11,7 @@ pub mod format;
 pub mod fs;
 pub mod journal;
 pub mod lock;
+pub mod outbox;
 pub mod state;
 
 mod store_impl;
@@ -26,10 +27,12 @@ use tokio::sync::oneshot;
 
 use self::fs::Fs;
 use self::journal::{Marker, Record};
+use self::outbox::JsonOutbox;
 use self::state::{Dirty, FileKey, Op, State};
 use super::{StoreError, StoreResult};
 use crate::domain::events::{DomainEvent, EventSink};
 use crate::domain::time;
+use crate::store::outbox::{OutboxEntry, OutboxSource};
 
 #[derive(Clone, Debug)]
 pub struct JsonOptions {
@@ -71,6 +74,11 @@ struct Writer {
     /// before good ones, so every write is refused until a restart replays and repairs the journal.
     poisoned: Option<String>,
     shutdown: bool,
+    /// dual-json: the store epoch stamped on outbox entries; `None` when writes record no outbox entries.
+    outbox_epoch: Option<u64>,
+    next_outbox_seq: u64,
+    /// Outbox entries of the queued records; handed to the outbox only once their records are durable.
+    outbox_entries: Vec<OutboxEntry>,
 }
 
 struct Shared {
@@ -86,11 +94,15 @@ struct Shared {
     completed_cv: Condvar,
     /// Dirty sets of failed compactions, handed back to the journal thread for the next attempt.
     returned_dirty: Mutex<Dirty>,
+    outbox: Arc<JsonOutbox>,
 }
 
 pub struct JsonStore {
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Writes hold it shared; a store switch takes it exclusively to pause writes (they wait, they do not fail)
+    /// while the outbox drains its last entries.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct Segment {
@@ -125,6 +137,9 @@ struct CompactJob {
     seq: u64,
     dirty: Dirty,
     waiters: Vec<Waiter>,
+    /// The outbox entries still pending at `seq`: written to `outbox/pending.jsonl` before the journal records
+    /// that hold them are dropped.
+    pending: Vec<OutboxEntry>,
 }
 
 impl JsonStore {
@@ -152,14 +167,22 @@ impl JsonStore {
         let records = journal::read_all(&journal_dir, base)?;
         let mut dirty = Dirty::new();
         let mut last = base;
-        for r in &records {
+        let mut replayed_entries = Vec::new();
+        for r in records.iter() {
             for op in &r.ops {
                 state.apply(op, &mut dirty);
             }
+            replayed_entries.extend(r.outbox.iter().cloned());
             last = r.seq;
         }
         if !records.is_empty() {
             tracing::info!(records = records.len(), last_seq = last, "journal replayed");
+        }
+        let outbox = JsonOutbox::load(&data_dir, opts.fs.clone(), replayed_entries).map_err(|e| io("outbox", e))?;
+        // The pending entries must be safe in pending.jsonl before the compaction drops the records holding them.
+        outbox.write_pending_file(&outbox.pending_snapshot()).map_err(|e| io("outbox/pending.jsonl", e))?;
+        if !outbox.is_empty() {
+            tracing::info!(pending = outbox.depth().0, "outbox entries pending from before the restart");
         }
         // Start-up compaction: the replayed writes reach the legacy files before anything else happens.
         compact(&opts.fs, &data_dir, &journal_dir, &state, last, &dirty).map_err(|e| io("start-up compaction", e))?;
@@ -178,6 +201,9 @@ impl JsonStore {
                 compact_requests: Vec::new(),
                 poisoned: None,
                 shutdown: false,
+                outbox_epoch: None,
+                next_outbox_seq: outbox.next_seq(),
+                outbox_entries: Vec::new(),
             }),
             cond: Condvar::new(),
             visible: ArcSwap::from_pointee(state),
@@ -185,6 +211,7 @@ impl JsonStore {
             completed: Mutex::new(0),
             completed_cv: Condvar::new(),
             returned_dirty: Mutex::new(Dirty::new()),
+            outbox: Arc::new(outbox),
             opts,
         });
         let (job_tx, job_rx) = mpsc::channel::<CompactJob>();
@@ -198,7 +225,51 @@ impl JsonStore {
             .name("json-journal".into())
             .spawn(move || journal_loop(s3, segment, job_tx))
             .map_err(|e| io("starting journal thread", e))?;
-        Ok(JsonStore { shared, thread: Mutex::new(Some(handle)) })
+        Ok(JsonStore { shared, thread: Mutex::new(Some(handle)), gate: Arc::new(tokio::sync::RwLock::new(())) })
+    }
+
+    /// The dual-json outbox (entries pending for PostgreSQL).
+    pub fn outbox(&self) -> Arc<JsonOutbox> {
+        self.shared.outbox.clone()
+    }
+
+    /// Starts recording an outbox entry with every write (dual-json), stamped with `epoch`. Takes the writer lock,
+    /// so every write is either before (no entries) or after (entries) the change.
+    pub fn enable_outbox(&self, epoch: u64) {
+        self.shared.writer.lock().outbox_epoch = Some(epoch);
+    }
+
+    /// Stops recording outbox entries, but only when none is pending or queued; false (nothing changed) otherwise.
+    /// With `discard`, pending entries are dropped first (`dual-json → json` with `force`).
+    pub fn disable_outbox(&self, discard: bool) -> bool {
+        let mut w = self.shared.writer.lock();
+        if discard {
+            if !w.outbox_entries.is_empty() {
+                return false;
+            }
+            w.outbox_epoch = None;
+            drop(w);
+            let n = self.shared.outbox.discard_all();
+            if n > 0 {
+                tracing::warn!(discarded = n, "outbox entries discarded (forced switch); PostgreSQL is now stale");
+            }
+            return true;
+        }
+        if !w.outbox_entries.is_empty() || !self.shared.outbox.is_empty() {
+            return false;
+        }
+        w.outbox_epoch = None;
+        true
+    }
+
+    /// Pauses writes: waits (at most `timeout`) until every admitted write is durable, then holds new ones at the
+    /// gate until the guard is dropped. `None` when the in-flight writes did not finish in time.
+    pub async fn pause_writes(&self, timeout: Duration) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        tokio::time::timeout(timeout, self.gate.clone().write_owned()).await.ok()
+    }
+
+    pub fn outbox_epoch(&self) -> Option<u64> {
+        self.shared.writer.lock().outbox_epoch
     }
 
     /// The state as of the last durable write.
@@ -223,7 +294,10 @@ impl JsonStore {
         f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>, Vec<DomainEvent>)>,
     ) -> StoreResult<R> {
         let started = Instant::now();
-        let result = self.write_inner(f).await;
+        let result = {
+            let _admitted = self.gate.read().await;
+            self.write_inner(f).await
+        };
         // Domain outcomes (not found, conflict, rejected) are answers, not store errors.
         if let Err(StoreError::Unavailable(_) | StoreError::Other(_)) = &result {
             metrics::counter!("flux_store_errors_total", "backend" => "json", "op" => "write").increment(1);
@@ -253,7 +327,16 @@ impl JsonStore {
             for op in &ops {
                 w.working.apply(op, &mut w.dirty);
             }
-            let record = Record { seq: w.next_seq, at: time::now(), ops };
+            let at = time::now();
+            let mut outbox = Vec::new();
+            if let Some(epoch) = w.outbox_epoch {
+                for op in &ops {
+                    outbox.push(OutboxEntry::from_op(op, w.next_outbox_seq, epoch, &at));
+                    w.next_outbox_seq += 1;
+                }
+                w.outbox_entries.extend(outbox.iter().cloned());
+            }
+            let record = Record { seq: w.next_seq, at, ops, outbox };
             w.next_seq += 1;
             w.buf.extend_from_slice(&journal::encode(&record));
             w.events.extend(events);
@@ -367,7 +450,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
     let mut dirty_since = Dirty::new();
     let mut first_record_at: Option<Instant> = None;
     loop {
-        let (batch, waiters, events, dirty, snapshot, last_seq, compact_requests, shutdown) = {
+        let (batch, waiters, events, dirty, snapshot, last_seq, compact_requests, shutdown, entries) = {
             let mut w = shared.writer.lock();
             if w.buf.is_empty() && w.compact_requests.is_empty() && !w.shutdown {
                 shared.cond.wait_for(&mut w, Duration::from_millis(500));
@@ -382,6 +465,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                 w.next_seq - 1,
                 std::mem::take(&mut w.compact_requests),
                 w.shutdown,
+                std::mem::take(&mut w.outbox_entries),
             )
         };
         if let Some(snapshot) = snapshot {
@@ -391,6 +475,8 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                     shared.writer.lock().durable_seq = last_seq;
                     dirty_since.extend(dirty);
                     first_record_at.get_or_insert_with(Instant::now);
+                    // Pending before the client hears the ack, so "acknowledged" implies "in the outbox".
+                    shared.outbox.push(entries);
                     if let Some(sink) = shared.sink.load_full() {
                         events.into_iter().for_each(|e| sink(e));
                     }
@@ -408,6 +494,8 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                     w.events.clear();
                     w.dirty.clear();
                     w.next_seq = w.durable_seq + 1;
+                    w.outbox_entries.clear();
+                    w.next_outbox_seq = shared.outbox.next_seq();
                     let more = std::mem::take(&mut w.waiters);
                     if let Err(e2) = segment.cut_back() {
                         tracing::error!(error = %e2, "cannot cut the failed record off the journal; refusing writes until restart");
@@ -454,6 +542,7 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
                 seq,
                 dirty: std::mem::take(&mut dirty_since),
                 waiters: compact_requests,
+                pending: shared.outbox.pending_snapshot(),
             };
             if jobs.send(job).is_err() {
                 return;
@@ -472,8 +561,9 @@ fn journal_loop(shared: Arc<Shared>, mut segment: Segment, jobs: mpsc::Sender<Co
 fn compactor_loop(shared: Arc<Shared>, jobs: mpsc::Receiver<CompactJob>) {
     while let Ok(job) = jobs.recv() {
         let started = Instant::now();
-        let result =
-            compact(&shared.opts.fs, &shared.opts.data_dir, &shared.journal_dir, &job.snapshot, job.seq, &job.dirty);
+        let result = shared.outbox.write_pending_file(&job.pending).and_then(|()| {
+            compact(&shared.opts.fs, &shared.opts.data_dir, &shared.journal_dir, &job.snapshot, job.seq, &job.dirty)
+        });
         metrics::histogram!("flux_store_operation_duration_seconds", "backend" => "json", "op" => "compact")
             .record(started.elapsed().as_secs_f64());
         let reply = match &result {

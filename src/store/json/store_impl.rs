@@ -29,6 +29,68 @@ fn project<'a>(state: &'a super::state::State, id: &str) -> StoreResult<&'a Arc<
     state.projects.get(id).ok_or(PROJECT_NOT_FOUND)
 }
 
+impl JsonStore {
+    /// Writes records as they are (after-images or deletes by id) in one journaled write: the replay target of the
+    /// dual-postgres outbox and of `validate --repair` towards JSON. A child record whose project is not here (yet)
+    /// is an error, so the caller retries instead of losing it; deleting what is already gone is a no-op.
+    pub async fn apply_ops(&self, ops: Vec<Op>) -> StoreResult<()> {
+        self.write(move |state| {
+            // Projects as they will be at each op: the batch may create (or delete) a project before its children.
+            let mut added: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let mut removed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for op in &ops {
+                let parent = match op {
+                    Op::PutProject { rec } => {
+                        added.insert(&rec.id);
+                        removed.remove(rec.id.as_str());
+                        None
+                    }
+                    Op::DelProject { id } => {
+                        removed.insert(id);
+                        added.remove(id.as_str());
+                        None
+                    }
+                    Op::PutTask { project, .. } | Op::PutMilestone { project, .. } => Some(project.as_str()),
+                    Op::AddActivity { rec } => Some(rec.project_id.as_str()),
+                    _ => None,
+                };
+                if let Some(p) = parent {
+                    let present = added.contains(p) || (state.projects.contains_key(p) && !removed.contains(p));
+                    if !present {
+                        return Err(StoreError::Other(format!("project {p} is not in the JSON store (yet)")));
+                    }
+                }
+            }
+            Ok(((), ops))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl crate::store::outbox::OutboxTarget for JsonStore {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    async fn apply(&self, entry: &crate::store::outbox::OutboxEntry) -> Result<(), crate::store::outbox::ApplyError> {
+        self.apply_batch(std::slice::from_ref(entry)).await
+    }
+
+    /// One journal record (one fsync) for the whole batch.
+    async fn apply_batch(
+        &self,
+        entries: &[crate::store::outbox::OutboxEntry],
+    ) -> Result<(), crate::store::outbox::ApplyError> {
+        use crate::store::outbox::ApplyError;
+        let ops = entries.iter().map(|e| e.to_op()).collect::<Result<Vec<_>, _>>().map_err(ApplyError::Failed)?;
+        self.apply_ops(ops).await.map_err(|e| match e {
+            StoreError::Unavailable(m) => ApplyError::Unavailable(m),
+            other => ApplyError::Failed(other.to_string()),
+        })
+    }
+}
+
 #[async_trait]
 impl Store for JsonStore {
     fn backend(&self) -> &'static str {
@@ -361,5 +423,56 @@ impl Store for JsonStore {
 
     async fn check_health(&self) -> StoreResult<()> {
         self.probe().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::json::JsonOptions;
+    use crate::store::outbox::{OutboxEntry, OutboxTarget};
+
+    fn op(v: serde_json::Value) -> Op {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn task(id: &str, title: &str) -> serde_json::Value {
+        json!({"id": id, "title": title, "description": null, "status": "todo", "priority": "medium",
+               "assignedTo": null, "dueDate": null, "createdBy": "u1", "createdAt": "2026-01-01T00:00:00.000Z",
+               "updatedAt": "2026-01-01T00:00:00.000Z", "completedAt": null})
+    }
+
+    #[tokio::test]
+    async fn replayed_entries_land_in_order_idempotently_and_refuse_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonStore::open(JsonOptions::new(dir.path())).unwrap();
+        let project = op(json!({"op": "putProject", "rec": {"id": "p1", "name": "P", "status": "active",
+            "priority": "medium", "createdBy": "u1", "createdAt": "2026-01-01T00:00:00.000Z", "members": []}}));
+        let t1 = op(json!({"op": "putTask", "project": "p1", "pos": 0, "rec": task("t1", "one")}));
+        let t2 = op(json!({"op": "putTask", "project": "p1", "pos": usize::MAX, "rec": task("t2", "two")}));
+        let entries: Vec<OutboxEntry> = [&project, &t1, &t2]
+            .iter()
+            .enumerate()
+            .map(|(i, o)| OutboxEntry::from_op(o, i as u64 + 1, 1, "x"))
+            .collect();
+        // A task before its project is a retryable failure, not a silent drop.
+        assert!(store.apply(&entries[1]).await.is_err());
+        for e in entries.iter().chain(entries.iter()) {
+            store.apply(e).await.unwrap();
+        }
+        let p = store.get_project("p1").await.unwrap().unwrap();
+        let titles: Vec<&str> = p.tasks.iter().map(|t| t.title.as_str()).collect();
+        assert_eq!(titles, vec!["one", "two"], "applied twice, same state");
+        let update = op(json!({"op": "putTask", "project": "p1", "pos": usize::MAX, "rec": task("t1", "uno")}));
+        store.apply(&OutboxEntry::from_op(&update, 4, 1, "x")).await.unwrap();
+        let del = op(json!({"op": "delTask", "project": "p1", "id": "t2"}));
+        store.apply(&OutboxEntry::from_op(&del, 5, 1, "x")).await.unwrap();
+        store.apply(&OutboxEntry::from_op(&del, 5, 1, "x")).await.unwrap();
+        let p = store.get_project("p1").await.unwrap().unwrap();
+        let titles: Vec<&str> = p.tasks.iter().map(|t| t.title.as_str()).collect();
+        assert_eq!(titles, vec!["uno"], "an update keeps the task's place; a repeated delete is a no-op");
+        store.close().await.unwrap();
     }
 }

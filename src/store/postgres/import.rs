@@ -53,7 +53,7 @@ impl PostgresStore {
         }
     }
 
-    async fn write_members(
+    pub(super) async fn write_members(
         &self,
         conn: &mut PgConnection,
         table: MemberTable,

@@ -21,6 +21,8 @@ mod fanout;
 pub mod ids;
 mod import;
 pub mod mapping;
+pub mod outbox;
+mod replay;
 mod rows;
 mod schema;
 mod store_impl;
@@ -193,6 +195,8 @@ pub struct PostgresStore {
     sink: arc_swap::ArcSwapOption<crate::domain::events::EventSink>,
     /// This instance's id once cross-instance fan-out is on (postgres mode).
     fanout: std::sync::OnceLock<String>,
+    /// dual-postgres: whether writes record `store_outbox` rows.
+    outbox: outbox::PgOutboxState,
 }
 
 fn parse_url(url: &str, ca_cert: Option<&str>) -> Result<PgConnectOptions, PgError> {
@@ -289,6 +293,7 @@ impl PostgresStore {
             unsupported,
             sink: arc_swap::ArcSwapOption::empty(),
             fanout: std::sync::OnceLock::new(),
+            outbox: Default::default(),
         };
 
         // One probe, bounded by the acquire timeout: it refuses an old server early and preloads the legacy ids.

@@ -14,14 +14,14 @@ use tokio::task::JoinHandle;
 
 use crate::support::{fresh_database, test_config, TestApp, SECRET};
 
-struct ChaosProxy {
-    addr: SocketAddr,
+pub(crate) struct ChaosProxy {
+    pub(crate) addr: SocketAddr,
     open: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl ChaosProxy {
-    async fn start(upstream: String) -> ChaosProxy {
+    pub(crate) async fn start(upstream: String) -> ChaosProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
@@ -45,20 +45,20 @@ impl ChaosProxy {
     }
 
     /// Drops every live connection and refuses new ones.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
         for link in self.links.lock().drain(..) {
             link.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
 }
 
 /// `postgres://user@host:port/db` → (`host:port`, `postgres://user@PROXY/db`).
-fn through(url: &str, proxy: SocketAddr) -> (String, String) {
+pub(crate) fn through(url: &str, proxy: SocketAddr) -> (String, String) {
     let scheme_end = url.find("://").unwrap() + 3;
     let rest = &url[scheme_end..];
     let at = rest.find('@').map(|i| i + 1).unwrap_or(0);
