@@ -74,9 +74,82 @@ pub enum Command {
     /// PostgreSQL: check the connection and schema, apply migrations
     #[command(subcommand)]
     Db(DbCommand),
+    /// Backfill the JSON files into PostgreSQL (insert-only unless --overwrite; resumable)
+    Migrate(MigrateArgs),
+    /// Compare the JSON files with PostgreSQL in both directions; exit 0 only at 100.0 %
+    Validate(ValidateArgs),
+    /// Export PostgreSQL into the legacy JSON files (server stopped)
+    Rollback(RollbackArgs),
     /// The live store mode of a running server: status and switch
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Read, map and check every row inside a transaction that is rolled back
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows per batch (one statement and one checkpoint each), 1-100000
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Comma list of entities: users, teams, team_members, projects, project_members, tasks, milestones, files,
+    /// activities [default: all]
+    #[arg(long, value_name = "ENTITIES")]
+    pub only: Option<String>,
+    /// Discard an interrupted run's checkpoints and start over
+    #[arg(long)]
+    pub restart: bool,
+    /// Replace existing rows with the files' version (refused while a dual-mode server runs)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// What a reference to a missing user, team or project does: a row error, or set to null and listed
+    #[arg(long, value_parser = ["error", "null"], default_value = "error")]
+    pub on_dangling: String,
+    /// Also migrate activity files whose project exists nowhere (with no project)
+    #[arg(long)]
+    pub include_orphans: bool,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ValidateArgs {
+    /// Comma list of entities [default: all]
+    #[arg(long, value_name = "ENTITIES")]
+    pub only: Option<String>,
+    /// Source of truth [default: the primary of the persisted mode]
+    #[arg(long, value_parser = ["json", "postgres"])]
+    pub source: Option<String>,
+    /// Copy the source's version of each differing record to the other side, then validate again
+    #[arg(long)]
+    pub repair: bool,
+    /// First wait up to this many seconds for the outbox to drain
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub wait_outbox: Option<u32>,
+    /// Differences listed per entity in text output
+    #[arg(long, default_value_t = 20)]
+    pub max_details: usize,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RollbackArgs {
+    /// Replace existing files that differ (they are backed up first)
+    #[arg(long)]
+    pub force: bool,
+    /// Where the previous files are copied [default: <data dir>/backups/rollback-<UTC time>]
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// Print what would be written; touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How `store status|switch` reach the server: the control socket when the data dir is on this host and a

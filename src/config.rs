@@ -2578,7 +2578,7 @@ mod tests {
 
     #[test]
     fn clap_errors_stay_clap_errors() {
-        assert!(matches!(run(&["migrate"], &[]), Err(ParseFailure::Clap(_))));
+        assert!(matches!(run(&["frobnicate"], &[]), Err(ParseFailure::Clap(_))));
         assert!(matches!(run(&["serve", "--jwt-secret", "x"], &[]), Err(ParseFailure::Clap(_))));
         assert!(matches!(run(&["-q", "-v"], &[]), Err(ParseFailure::Clap(_))));
         match run(&["--help"], &[]) {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod domain;
 pub mod error;
+pub mod migrate;
 pub mod ratelimit;
 pub mod realtime;
 pub mod store;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use fluxstudio::app::{self, ServerOptions};
 use fluxstudio::auth::password::Passwords;
-use fluxstudio::cli::{Command, DbCommand, ServeArgs, UserCommand};
+use fluxstudio::cli::{Command, DbCommand, MigrateArgs, RollbackArgs, ServeArgs, UserCommand, ValidateArgs};
 use fluxstudio::config::{self, Config, StoreMode};
+use fluxstudio::migrate::{self, backfill, rollback, validate, Failure, Kind};
 use fluxstudio::store::json::lock::DataDirLock;
 use fluxstudio::store::json::{JsonOptions, JsonStore};
 use fluxstudio::store::postgres::{PgError, PostgresStore};
@@ -31,12 +32,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let quiet = cli.global.quiet;
     let code = runtime.block_on(async move {
         match cli.command {
             None => serve(cfg, ServeArgs::default()).await,
             Some(Command::Serve(args)) => serve(cfg, args).await,
             Some(Command::User(cmd)) => user(cfg, cmd).await,
             Some(Command::Db(cmd)) => db(cfg, cmd).await,
+            Some(Command::Migrate(args)) => migrate_cmd(cfg, args, quiet).await,
+            Some(Command::Validate(args)) => validate_cmd(cfg, args).await,
+            Some(Command::Rollback(args)) => rollback_cmd(cfg, args).await,
             Some(Command::Store(cmd)) => {
                 let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
                 fluxstudio::storecmd::run(cfg, cmd).await
@@ -78,6 +83,14 @@ async fn serve(cfg: Config, args: ServeArgs) -> i32 {
         tracing::warn!("{w}");
     }
     let data_dir = cfg.data_dir.clone();
+    let marker = data_dir.join(rollback::MARKER);
+    if marker.exists() {
+        eprintln!(
+            "fluxstudio: {} exists: a rollback was interrupted; run `fluxstudio rollback` again to complete it",
+            marker.display()
+        );
+        return 2;
+    }
     let server = match app::start(ServerOptions::new(cfg, secret)).await {
         Ok(s) => s,
         Err(e) => {
@@ -325,4 +338,150 @@ async fn run_offline(cfg: &Config, request: UserRequest) -> Result<usercmd::User
     let reply = usercmd::execute(&dyn_store, &passwords, request).await;
     store.close().await.map_err(|e| (1, format!("final compaction failed: {e}")))?;
     Ok(reply)
+}
+
+fn fail(e: Failure) -> i32 {
+    eprintln!("fluxstudio: {}", e.message);
+    e.code
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+}
+
+/// `fluxstudio migrate` (cli.md §3).
+async fn migrate_cmd(cfg: Config, args: MigrateArgs, quiet: bool) -> i32 {
+    let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
+    let only = match Kind::parse_list(args.only.as_deref()) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let opts = backfill::Options {
+        dry_run: args.dry_run,
+        batch_size: args.batch_size as usize,
+        only,
+        restart: args.restart,
+        overwrite: args.overwrite,
+        dangling_null: args.on_dangling == "null",
+        include_orphans: args.include_orphans,
+        progress: !args.json && !quiet && std::io::stderr().is_terminal(),
+        crash_after_batches: std::env::var("FLUX_TEST_MIGRATE_CRASH_AFTER_BATCHES").ok().and_then(|v| v.parse().ok()),
+    };
+    let data_dir = cfg.data_dir.clone();
+    let state = match tokio::task::spawn_blocking(move || migrate::load_json(&data_dir)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return fail(e),
+        Err(e) => return fail(Failure::other(e.to_string())),
+    };
+    let store = match migrate::connect(&cfg).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let activity_files = state.activities.len();
+    let source = format!(
+        "{} (users.json, projects.json, teams.json, files.json, {activity_files} activity file{})",
+        cfg.data_dir.display(),
+        if activity_files == 1 { "" } else { "s" }
+    );
+    if !args.json && !quiet {
+        println!("source  {source}");
+        println!("target  {} (schema current)", store.target());
+    }
+    let mut conn = match store.pool().acquire().await {
+        Ok(c) => c,
+        Err(e) => return fail(migrate::db_failure(e)),
+    };
+    // A second connection keeps two batches in flight; without one (a pool of 1) the run is sequential.
+    let mut second = if args.dry_run { None } else { store.pool().acquire().await.ok() };
+    let report = backfill::run(
+        &mut conn,
+        second.as_deref_mut(),
+        &state,
+        cfg.data_dir.display().to_string(),
+        store.target(),
+        &opts,
+    )
+    .await;
+    drop(second);
+    drop(conn);
+    store.close().await;
+    match report {
+        Ok(r) => {
+            if args.json {
+                print_json(&r);
+            } else {
+                print!("{}", r.text());
+            }
+            r.exit_code()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `fluxstudio validate` (cli.md §4).
+async fn validate_cmd(cfg: Config, args: ValidateArgs) -> i32 {
+    let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
+    let only = match Kind::parse_list(args.only.as_deref()) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let opts = validate::Options {
+        only,
+        source: args.source.as_deref().map(|s| {
+            if s == "postgres" {
+                validate::Side::Postgres
+            } else {
+                validate::Side::Json
+            }
+        }),
+        repair: args.repair,
+        wait_outbox: args.wait_outbox.map(|s| std::time::Duration::from_secs(s.into())),
+        max_details: args.max_details,
+        json_pending: Some(Box::new(fluxstudio::store::json::outbox::pending_ids_on_disk)),
+    };
+    let store = match migrate::connect(&cfg).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let report = validate::run(&store, &cfg.data_dir, &opts).await;
+    store.close().await;
+    match report {
+        Ok(r) => {
+            if args.json {
+                print_json(&r);
+            } else {
+                print!("{}", r.text());
+            }
+            r.exit_code()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `fluxstudio rollback` (cli.md §5).
+async fn rollback_cmd(cfg: Config, args: RollbackArgs) -> i32 {
+    let _ = telemetry::init(if cfg.rust_log == "info" { "warn" } else { &cfg.rust_log }, cfg.log_format);
+    let store = match migrate::connect(&cfg).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let opts = rollback::Options { force: args.force, backup_dir: args.backup_dir.clone(), dry_run: args.dry_run };
+    let mut conn = match store.pool().acquire().await {
+        Ok(c) => c,
+        Err(e) => return fail(migrate::db_failure(e)),
+    };
+    let report = rollback::run(&mut conn, &cfg.data_dir, &opts).await;
+    drop(conn);
+    store.close().await;
+    match report {
+        Ok(r) => {
+            if args.json {
+                print_json(&r);
+            } else {
+                print!("{}", r.text());
+            }
+            0
+        }
+        Err(e) => fail(e),
+    }
 }

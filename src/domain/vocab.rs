@@ -38,3 +38,10 @@ pub const MILESTONE_STATUS: Vocab =
     Vocab { values: &["pending", "in_progress", "completed", "cancelled"], aliases: &[("in-progress", "in_progress")] };
 pub const MEMBER_ROLE: Vocab = Vocab { values: &["owner", "admin", "member", "viewer"], aliases: &[] };
 pub const USER_TYPE: Vocab = Vocab { values: &["client", "designer", "admin"], aliases: &[] };
+
+/// What a stored project member role may be: the canonical four plus the legacy spellings kept verbatim
+/// (data-model.md §8; the PostgreSQL CHECK accepts the same seven).
+pub const PROJECT_MEMBER_ROLE_VALUES: &[&str] =
+    &["owner", "admin", "member", "viewer", "manager", "contributor", "reviewer"];
+/// Team member roles (organization creators are `admin`).
+pub const TEAM_ROLE_VALUES: &[&str] = &["owner", "admin", "member"];

@@ -20,6 +20,7 @@ mod json_only {
     mod durability;
     mod google_api;
     mod legacy_fixtures;
+    mod migrate_cli;
     mod ops_api;
     mod postgres_outage;
     mod shutdown;

@@ -205,6 +205,27 @@ impl OutboxSource for JsonOutbox {
     }
 }
 
+/// The ids of records with outbox entries not yet applied, read from the files only (no lock needed, so a CLI can
+/// ask while a dual-json server runs): `pending.jsonl` plus the entries of the journal records after `BASE`, minus
+/// those at or below `applied`. `applied` may lag the server's memory by one replay pass, which can only report
+/// too many records as pending, never too few.
+pub fn pending_ids_on_disk(data_dir: &Path) -> Result<std::collections::HashSet<String>, String> {
+    let journal_dir = data_dir.join("journal");
+    let mut replayed = Vec::new();
+    if journal_dir.is_dir() {
+        let base = super::journal::read_base(&journal_dir).map_err(|e| format!("journal/BASE: {e}"))?;
+        let records = super::journal::read_all(&journal_dir, base).map_err(|e| e.to_string())?;
+        replayed.extend(records.into_iter().flat_map(|r| r.outbox));
+    }
+    let dir = data_dir.join("outbox");
+    if !dir.is_dir() && replayed.is_empty() {
+        return Ok(Default::default());
+    }
+    // Loading creates `outbox/` when missing; only do so when there is something to load.
+    let outbox = JsonOutbox::load(data_dir, Fs::default(), replayed).map_err(|e| format!("outbox: {e}"))?;
+    Ok(outbox.pending_snapshot().into_iter().map(|e| e.id).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@
 //! * SQL: every statement is a `&'static str` with bind parameters (sqlx 0.9 refuses non-static SQL unless it is
 //!   wrapped in `AssertSqlSafe`, which this module never does), so no input can become SQL text.
 
+pub mod bulk;
 mod errors;
 mod fanout;
 pub mod ids;

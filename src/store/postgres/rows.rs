@@ -641,3 +641,14 @@ pub async fn insert_legacy_id(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(INSERT_LEGACY_ID).bind(entity).bind(legacy).bind(id).execute(conn).await.map(drop)
 }
+
+// ------------------------------------------------------------------------------------------------- whole-database
+
+/// Every project, team, file and activity, for the operator tools that export or compare the whole database
+/// (`fluxstudio rollback`, `validate`); users come from `LIST_USERS`.
+pub const ALL_PROJECTS: &str = concat!(project_select!(), "order by p.created_at, p.id");
+pub const ALL_TEAMS: &str = concat!(team_select!(), "order by t.created_at, t.id");
+pub const ALL_FILES: &str = concat!("select ", file_cols!(), " from files order by uploaded_at, id");
+/// Oldest first per project, ties in insertion order: the JSON activity log's order.
+pub const ALL_ACTIVITIES: &str =
+    concat!("select ", activity_cols!(), " from activities order by project_id, \"timestamp\", seq");

@@ -217,6 +217,12 @@ async fn dual_json_acknowledges_writes_while_postgres_is_down_and_catches_up_aft
     assert_eq!(s["secondaryReachable"], false, "{s}");
     let ready = app.call(Method::GET, "/health/ready", None, None).await;
     assert_eq!((ready.status.as_u16(), ready.body["status"].as_str()), (200, Some("degraded")), "{}", ready.body);
+    // validate (reading the files while the server runs) counts the writes waiting in the outbox as pending,
+    // not as missing in PostgreSQL.
+    let (_, out, err) = cli(app.data_dir(), &["--database-url", &url, "validate", "--json"], &[]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert!(report["entities"]["tasks"]["pending"].as_u64().unwrap() >= 10, "{report}");
+    assert_eq!(report["entities"]["tasks"]["missingInPostgres"], json!([]), "{report}");
     // Leaving dual-json now would lose the pending entries: refused unless forced.
     let r = switch(&app, json!({"mode": "json", "timeoutSeconds": 1})).await;
     assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (409, Some("outbox_not_drained")), "{}", r.body);
