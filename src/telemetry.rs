@@ -69,6 +69,11 @@ fn describe() {
     metrics::describe_counter!("flux_rate_limited_total", "Requests refused with 429, by limiter");
     metrics::describe_counter!("flux_login_failures_total", "Failed sign-ins by method and reason");
     metrics::describe_gauge!("flux_socket_connections", "Open Socket.IO connections");
+    metrics::describe_gauge!(
+        "flux_db_pool_connections",
+        "PostgreSQL pool connections by pool and state (in_use, idle)"
+    );
+    metrics::describe_gauge!("flux_db_pool_max_connections", "PostgreSQL pool size limit by pool");
     metrics::describe_gauge!("flux_outbox_depth", "Dual-write outbox entries not yet applied to the secondary");
     metrics::describe_gauge!("flux_outbox_oldest_age_seconds", "Age of the oldest pending outbox entry");
 }

@@ -107,6 +107,14 @@ pub async fn metrics_on_main_port(State(state): State<AppState>, req: Request) -
 async fn render(State(state): State<AppState>) -> Response {
     // Sampled at scrape time from the Socket.IO server itself, so the gauge cannot drift from the truth.
     metrics::gauge!("flux_socket_connections").set(state.realtime.connected_sockets() as f64);
+    if let Some(pg) = state.stores.postgres() {
+        for (pool, size, idle, max) in pg.pool_usage() {
+            let in_use = (size as usize).saturating_sub(idle) as f64;
+            metrics::gauge!("flux_db_pool_connections", "pool" => pool, "state" => "in_use").set(in_use);
+            metrics::gauge!("flux_db_pool_connections", "pool" => pool, "state" => "idle").set(idle as f64);
+            metrics::gauge!("flux_db_pool_max_connections", "pool" => pool).set(max as f64);
+        }
+    }
     let body = tokio::task::spawn_blocking(telemetry::render_metrics).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()

@@ -360,6 +360,15 @@ impl PostgresStore {
     }
 
     /// The pool used for list reads: the replica when configured.
+    /// Pool usage for `/metrics`: (pool, open connections, idle connections, maximum).
+    pub fn pool_usage(&self) -> Vec<(&'static str, u32, usize, u32)> {
+        let mut out = vec![("primary", self.pool.size(), self.pool.num_idle(), self.opts.max_connections)];
+        if let Some(read) = &self.read_pool {
+            out.push(("read", read.size(), read.num_idle(), self.opts.max_connections));
+        }
+        out
+    }
+
     fn read_pool(&self) -> &PgPool {
         // Counted per pool so an operator (and the routing test) can see where reads go.
         let pool = if self.read_pool.is_some() { "read" } else { "primary" };

@@ -454,6 +454,9 @@ async fn shadow_reads_count_fields_that_differ_in_postgres_and_still_answer_from
                 && l.contains(r#"entity="project""#)
                 && l.contains(r#"field="tasks.title""#)
         }) {
+            // Pool usage is exported too (issue: "pool usage" among the metrics).
+            assert!(text.contains("flux_db_pool_max_connections{pool=\"primary\"} 20"), "{text}");
+            assert!(text.lines().any(|l| l.starts_with("flux_db_pool_connections") && l.contains("in_use")), "{text}");
             break;
         }
         assert!(Instant::now() < deadline, "no mismatch counted:\n{text}");
