@@ -179,7 +179,7 @@ async fn token_failures_are_401_with_codes() {
 }
 
 #[tokio::test]
-async fn a_legacy_style_token_for_a_legacy_id_works_json_only() {
+async fn a_legacy_style_token_for_a_legacy_id_works() {
     let app = TestApp::with_fixtures().await;
     let now = chrono::Utc::now().timestamp();
     // What the legacy Node server signs: {id, email, userType} plus iat/exp, HS256 with the shared secret.

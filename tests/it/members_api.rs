@@ -88,7 +88,7 @@ async fn member_management_follows_the_role_rules() {
 }
 
 #[tokio::test]
-async fn legacy_email_members_are_listed_and_addressable_json_only() {
+async fn legacy_email_members_are_listed_and_addressable() {
     let app = TestApp::with_fixtures().await;
     let marten = token_for("1756887342317", "marten.oberg@example.com");
     let p2 = "/api/projects/bbbbbbbb-0000-4000-8000-000000000002/members";

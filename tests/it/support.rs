@@ -138,10 +138,23 @@ impl TestApp {
         Self::spawn_in(Arc::new(TempDir::new().unwrap()), Fs::default()).await
     }
 
+    /// A server over the legacy fixture set. In the PostgreSQL and dual-json runs the fixtures are first moved into
+    /// the fresh database with `fluxstudio migrate` (what an operator does), so the same tests run on every store.
     pub async fn with_fixtures() -> TestApp {
         let dir = Arc::new(TempDir::new().unwrap());
         copy_fixtures(dir.path());
-        Self::spawn_in(dir, Fs::default()).await
+        let Some(mode) = store_run() else {
+            return Self::spawn_in(dir, Fs::default()).await;
+        };
+        let db = fresh_database();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
+            .args(["--no-env-file", "--data-dir", dir.path().to_str().unwrap(), "--database-url", &db])
+            .args(["migrate", "--json"])
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("fluxstudio migrate runs");
+        assert!(out.status.success(), "migrate of the fixtures failed: {}", String::from_utf8_lossy(&out.stdout));
+        Self::spawn_with(dir, Fs::default(), &["--store", mode, "--database-url", &db]).await
     }
 
     pub async fn spawn_in(dir: Arc<TempDir>, fs: Fs) -> TestApp {

@@ -48,7 +48,7 @@ async fn teams_and_organizations() {
 }
 
 #[tokio::test]
-async fn fixture_teams_are_listed_for_their_members_json_only() {
+async fn fixture_teams_are_listed_for_their_members() {
     let app = TestApp::with_fixtures().await;
     let marten = token_for("1756887342317", "marten.oberg@example.com");
     let teams = app.get("/api/teams", &marten).await;
