@@ -215,6 +215,10 @@ fn is_preflight(req: &Request) -> bool {
 /// origin it does not allow. The contract is narrower: a preflight is answered 204; a disallowed origin gets no
 /// CORS headers at all (and no error); an `OPTIONS` that is not a preflight is an ordinary request (404).
 async fn cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
+    cors_response(cors, req, next).await
+}
+
+async fn cors_response(cors: Cors, req: Request, next: Next) -> Response {
     let allowed = req.headers().get(header::ORIGIN).is_some_and(|o| cors.origins.contains(o));
     let preflight = is_preflight(&req);
     if !allowed {
@@ -238,6 +242,29 @@ async fn cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
         set_security_headers(resp.headers_mut());
     }
     resp
+}
+
+/// Socket.IO is answered by the socketioxide layer around the router, so its requests never reach [`wrap`]'s
+/// stack. This puts the same origin list in front of it (configuration.md §8): long-polling gets the CORS
+/// treatment of the REST routes (headers for an allowed origin, no error for another), and a WebSocket upgrade
+/// with a disallowed `Origin` is refused, because browsers apply no CORS to WebSockets — the server must. Requests
+/// without `Origin` (non-browser clients) and every other path pass untouched.
+pub fn guard_socket_io(app: Router, state: &AppState) -> Router {
+    app.layer(middleware::from_fn_with_state(cors_config(&state.config.cors_origins), socket_io_cors))
+}
+
+async fn socket_io_cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/socket.io") {
+        return next.run(req).await;
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return next.run(req).await };
+    let upgrade = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if upgrade && !cors.origins.contains(origin) {
+        // Engine.IO's own refusal (what socket.io answers when `allowRequest` says no).
+        let body = axum::Json(serde_json::json!({ "code": 4, "message": "Forbidden" }));
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    cors_response(cors, req, next).await
 }
 
 // ---------------------------------------------------------------------------------------------------------------
