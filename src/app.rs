@@ -246,7 +246,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         Opened::Postgres(store) => {
             store.set_event_sink(sink);
             store.enable_fanout(config.instance_id.clone());
-            store.spawn_listener();
+            store.spawn_listener(realtime.cluster(&config.instance_id));
             (store.clone(), None, Some(store), None)
         }
     };
@@ -288,7 +288,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     crate::realtime::register(&realtime, state.clone());
-    let app = crate::api::router(state.clone()).layer(socket_layer);
+    let app = crate::api::middleware::guard_socket_io(crate::api::router(state.clone()).layer(socket_layer), &state);
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use self::presence::Presence;
 use crate::api::dto::{ActivityDto, TaskDto};
 use crate::app::AppState;
-use crate::domain::events::{DomainEvent, EventSink};
+use crate::domain::events::{DomainEvent, EventSink, PresenceLink, PresenceMsg};
 use crate::domain::{access, time, Actor, User};
 
 const MAX_ROOMS: usize = 100;
@@ -40,6 +40,8 @@ struct EventBudget(Arc<Mutex<(Instant, u32, bool)>>);
 pub struct Realtime {
     io: SocketIo,
     presence: Presence,
+    snapshot_every: Duration,
+    expire_after: Duration,
 }
 
 impl Realtime {
@@ -49,6 +51,55 @@ impl Realtime {
 
     pub fn connected_sockets(&self) -> usize {
         self.io.sockets().len()
+    }
+
+    /// Shares presence with the other instances (postgres mode, realtime.md §8): the link the fan-out transport
+    /// carries, plus the timers that republish this instance's snapshot and drop instances that went silent.
+    pub fn cluster(self: &Arc<Self>, instance_id: &str) -> PresenceLink {
+        let outgoing = self.presence.enable_cluster(instance_id);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, PresenceMsg)>();
+        let rt = self.clone();
+        tokio::spawn(async move {
+            while let Some((origin, msg)) = rx.recv().await {
+                for (project_id, list) in rt.presence.remote(&origin, msg) {
+                    rt.emit_presence(&project_id, &list).await;
+                }
+            }
+        });
+        // The timers hold the handle weakly so that they end with the server.
+        let weak = Arc::downgrade(self);
+        let (every, expiry) = (self.snapshot_every, self.expire_after);
+        tokio::spawn(async move {
+            let mut snapshot = tokio::time::interval(every);
+            let mut check = tokio::time::interval((expiry / 5).max(Duration::from_millis(10)));
+            loop {
+                tokio::select! {
+                    _ = snapshot.tick() => {
+                        let Some(rt) = weak.upgrade() else { break };
+                        rt.presence.announce_snapshot();
+                    }
+                    _ = check.tick() => {
+                        let Some(rt) = weak.upgrade() else { break };
+                        for (project_id, list) in rt.presence.expire(expiry) {
+                            rt.emit_presence(&project_id, &list).await;
+                        }
+                    }
+                }
+            }
+        });
+        PresenceLink {
+            outgoing,
+            incoming: Arc::new(move |origin, msg| {
+                let _ = tx.send((origin, msg));
+            }),
+        }
+    }
+
+    /// Tells this instance's sockets in a project room who is there.
+    async fn emit_presence(&self, project_id: &str, list: &Value) {
+        if let Err(e) = self.io.to(room(project_id)).emit("presence:update", list).await {
+            tracing::warn!(error = %e, "presence emit failed");
+        }
     }
 
     /// Closes every transport without a DISCONNECT packet, so clients reconnect by themselves (realtime.md §9).
@@ -64,7 +115,13 @@ pub fn layer(cfg: &crate::config::Config) -> (SocketIoLayer, Arc<Realtime>) {
         .ping_timeout(cfg.socket_ping_timeout)
         .max_payload(cfg.socket_max_payload as u64)
         .build_layer();
-    (layer, Arc::new(Realtime { io, presence: Presence::default() }))
+    let rt = Realtime {
+        io,
+        presence: Presence::default(),
+        snapshot_every: cfg.presence_snapshot_interval,
+        expire_after: cfg.presence_expiry,
+    };
+    (layer, Arc::new(rt))
 }
 
 /// A sink for the store plus the task that turns committed events into emits.
@@ -134,7 +191,7 @@ async fn dispatch(rt: &Realtime, event: DomainEvent) {
                 if refers && s.rooms().iter().any(|x| x == r.as_str()) {
                     s.leave(r.clone());
                     if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
-                        emit(r.clone(), "presence:update", list).await;
+                        rt.emit_presence(&project_id, &list).await;
                     }
                 }
             }
@@ -236,7 +293,7 @@ fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
                 if s.rooms().iter().any(|x| x == r.as_str()) {
                     s.leave(r.clone());
                     if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
-                        let _ = rt.io.to(r).emit("presence:update", &list).await;
+                        rt.emit_presence(&project_id, &list).await;
                     }
                 }
                 let _ = ack.send(&json!({ "success": true }));
@@ -273,7 +330,7 @@ fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
         let rt = rt.clone();
         async move {
             for (project_id, list) in rt.presence.drop_socket(&s.id.to_string()) {
-                let _ = rt.io.to(room(&project_id)).emit("presence:update", &list).await;
+                rt.emit_presence(&project_id, &list).await;
             }
         }
     });
@@ -340,7 +397,7 @@ async fn join_project(s: SocketRef, ack: AckSender, data: Option<Value>, state: 
     let changed = rt.presence.join(&project.id, &s.id.to_string(), &user.id, &user.name, &time::now());
     let list = rt.presence.list(&project.id);
     if changed {
-        let _ = rt.io.to(r).emit("presence:update", &list).await;
+        rt.emit_presence(&project.id, &list).await;
     } else {
         let _ = s.emit("presence:update", &list);
     }
