@@ -248,15 +248,16 @@ async fn cors_response(cors: Cors, req: Request, next: Next) -> Response {
 /// stack. This puts the same origin list in front of it (configuration.md §8): long-polling gets the CORS
 /// treatment of the REST routes (headers for an allowed origin, no error for another), and a WebSocket upgrade
 /// with a disallowed `Origin` is refused, because browsers apply no CORS to WebSockets — the server must. Requests
-/// without `Origin` (non-browser clients) and every other path pass untouched.
+/// without `Origin` (non-browser clients) pass, and every other path passes untouched.
 pub fn guard_socket_io(app: Router, state: &AppState) -> Router {
-    app.layer(middleware::from_fn_with_state(cors_config(&state.config.cors_origins), socket_io_cors))
+    app.layer(middleware::from_fn_with_state(cors_config(&state.config.cors_origins), socket_io_guard))
 }
 
-async fn socket_io_cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
+async fn socket_io_guard(State(cors): State<Cors>, mut req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/socket.io") {
         return next.run(req).await;
     }
+    detach_from_read_buffer(&mut req);
     let Some(origin) = req.headers().get(header::ORIGIN) else { return next.run(req).await };
     let upgrade = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if upgrade && !cors.origins.contains(origin) {
@@ -265,6 +266,21 @@ async fn socket_io_cors(State(cors): State<Cors>, req: Request, next: Next) -> R
         return (StatusCode::FORBIDDEN, body).into_response();
     }
     cors_response(cors, req, next).await
+}
+
+/// hyper parses header values (and the URI) as slices of the connection's read buffer, and engineioxide keeps the
+/// request's parts for the socket's whole life, so each socket pinned a whole read buffer (8–32 KiB; two thirds of
+/// a socket's memory in a heaptrack profile). Owned copies let the buffer go once the connection is upgraded.
+fn detach_from_read_buffer(req: &mut Request) {
+    for value in req.headers_mut().values_mut() {
+        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
+    if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
+        *req.uri_mut() = uri;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -428,6 +444,25 @@ mod tests {
 
     use super::*;
     use crate::store::json::{JsonOptions, JsonStore};
+
+    #[test]
+    fn socket_requests_detached_from_the_read_buffer_keep_their_uri_and_headers() {
+        let mut token = HeaderValue::from_static("Bearer t");
+        token.set_sensitive(true);
+        let mut req = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(header::ORIGIN, "https://app.example")
+            .header("x-custom", &b"caf\xc3\xa9"[..])
+            .header(header::AUTHORIZATION, token)
+            .body(Body::empty())
+            .unwrap();
+        let before = req.headers().clone();
+        detach_from_read_buffer(&mut req);
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(req.uri().query(), Some("EIO=4&transport=websocket"));
+        assert_eq!(req.headers(), &before);
+        assert!(req.headers()[header::AUTHORIZATION].is_sensitive());
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

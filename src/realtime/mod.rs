@@ -114,6 +114,10 @@ pub fn layer(cfg: &crate::config::Config) -> (SocketIoLayer, Arc<Realtime>) {
         .ping_interval(cfg.socket_ping_interval)
         .ping_timeout(cfg.socket_ping_timeout)
         .max_payload(cfg.socket_max_payload as u64)
+        // Each websocket holds a read buffer of this size for its whole life, while clients send only small
+        // packets (pongs, joins); a larger frame grows the buffer as needed. 4 KiB (the default) was a tenth of a
+        // socket's memory (bench/README.md).
+        .ws_read_buffer_size(1024)
         .build_layer();
     let rt = Realtime {
         io,
