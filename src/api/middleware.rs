@@ -268,9 +268,10 @@ async fn socket_io_guard(State(cors): State<Cors>, mut req: Request, next: Next)
     cors_response(cors, req, next).await
 }
 
-/// hyper parses header values (and the URI) as slices of the connection's read buffer, and engineioxide keeps the
-/// request's parts for the socket's whole life, so each socket pinned a whole read buffer (8–32 KiB; two thirds of
-/// a socket's memory in a heaptrack profile). Owned copies let the buffer go once the connection is upgraded.
+/// hyper parses header values and the URI as slices of the connection's read buffer, and engineioxide keeps the
+/// request's parts (extensions included, where axum put a copy of the URI) for the socket's whole life, so each
+/// socket pinned its connection's whole read buffer. Owned copies let the buffer go once the connection is
+/// upgraded.
 fn detach_from_read_buffer(req: &mut Request) {
     for value in req.headers_mut().values_mut() {
         if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -279,6 +280,9 @@ fn detach_from_read_buffer(req: &mut Request) {
         }
     }
     if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
+        if let Some(original) = req.extensions_mut().get_mut::<axum::extract::OriginalUri>() {
+            original.0 = uri.clone();
+        }
         *req.uri_mut() = uri;
     }
 }
@@ -456,8 +460,11 @@ mod tests {
             .header(header::AUTHORIZATION, token)
             .body(Body::empty())
             .unwrap();
+        let original = axum::extract::OriginalUri(req.uri().clone());
+        req.extensions_mut().insert(original);
         let before = req.headers().clone();
         detach_from_read_buffer(&mut req);
+        assert_eq!(req.extensions().get::<axum::extract::OriginalUri>().unwrap().0, *req.uri());
         assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
         assert_eq!(req.uri().query(), Some("EIO=4&transport=websocket"));
         assert_eq!(req.headers(), &before);

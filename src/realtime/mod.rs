@@ -253,21 +253,27 @@ async fn authenticate(state: &AppState, s: &SocketRef, auth: Option<Value>) -> R
 #[derive(Clone, Copy)]
 struct TokenExp(i64);
 
+/// The socket's token-expiry timer, cancelled when the socket closes first.
+#[derive(Clone)]
+struct ExpiryTimer(tokio::task::AbortHandle);
+
 fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
     let rate = state.config.rates.get("FLUX_RATE_SOCKET_EVENTS").cloned().flatten();
     let budget = EventBudget(Arc::new(Mutex::new((Instant::now(), 0, false))));
 
     // A connection does not outlive its token: a server-side disconnect (with the DISCONNECT packet, so the
-    // client does not retry with the stale token) at `exp`.
+    // client does not retry with the stale token) at `exp`. The timer holds only the socket's id, and a closed
+    // socket cancels it: holding the socket itself kept every closed socket in memory until its token expired.
     if let Some(TokenExp(exp)) = s.extensions.get::<TokenExp>() {
         let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
-        let sock = s.clone();
-        tokio::spawn(async move {
+        let (io, sid) = (rt.io.clone(), s.id);
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(left)).await;
-            if sock.connected() {
+            if let Some(sock) = io.get_socket(sid) {
                 let _ = sock.disconnect();
             }
         });
+        s.extensions.insert(ExpiryTimer(timer.abort_handle()));
     }
 
     {
@@ -333,6 +339,9 @@ fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
     s.on_disconnect(move |s: SocketRef| {
         let rt = rt.clone();
         async move {
+            if let Some(ExpiryTimer(timer)) = s.extensions.get::<ExpiryTimer>() {
+                timer.abort();
+            }
             for (project_id, list) in rt.presence.drop_socket(&s.id.to_string()) {
                 rt.emit_presence(&project_id, &list).await;
             }
