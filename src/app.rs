@@ -272,7 +272,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
             p.set_event_sink(sink);
             if mode == StoreMode::Postgres {
                 p.enable_fanout(config.instance_id.clone());
-                p.spawn_listener();
+                p.spawn_listener(realtime.cluster(&config.instance_id));
             }
         }
         _ => unreachable!("the primary of the mode is open"),
@@ -316,7 +316,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     crate::realtime::register(&realtime, state.clone());
-    let app = crate::api::router(state.clone()).layer(socket_layer);
+    let app = crate::api::middleware::guard_socket_io(crate::api::router(state.clone()).layer(socket_layer), &state);
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -219,6 +219,11 @@ pub struct Config {
     pub socket_max_payload: usize,
     pub socket_ping_interval: Duration,
     pub socket_ping_timeout: Duration,
+    /// Cross-instance presence (realtime.md §8): how often an instance republishes its snapshot, and how long
+    /// another instance's entries live without word from it. Fixed by the spec (15 s, 45 s), not configurable
+    /// from outside; tests shorten them.
+    pub presence_snapshot_interval: Duration,
+    pub presence_expiry: Duration,
     /// The `.env` file that was loaded, if any.
     pub env_file: Option<PathBuf>,
 }
@@ -1171,6 +1176,8 @@ fn resolve(r: &mut Resolver<'_>, quiet: bool, verbose: bool, env_file: Option<Pa
         socket_max_payload,
         socket_ping_interval,
         socket_ping_timeout,
+        presence_snapshot_interval: secs(15),
+        presence_expiry: secs(45),
         env_file,
     })
 }

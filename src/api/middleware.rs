@@ -215,6 +215,10 @@ fn is_preflight(req: &Request) -> bool {
 /// origin it does not allow. The contract is narrower: a preflight is answered 204; a disallowed origin gets no
 /// CORS headers at all (and no error); an `OPTIONS` that is not a preflight is an ordinary request (404).
 async fn cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
+    cors_response(cors, req, next).await
+}
+
+async fn cors_response(cors: Cors, req: Request, next: Next) -> Response {
     let allowed = req.headers().get(header::ORIGIN).is_some_and(|o| cors.origins.contains(o));
     let preflight = is_preflight(&req);
     if !allowed {
@@ -238,6 +242,49 @@ async fn cors(State(cors): State<Cors>, req: Request, next: Next) -> Response {
         set_security_headers(resp.headers_mut());
     }
     resp
+}
+
+/// Socket.IO is answered by the socketioxide layer around the router, so its requests never reach [`wrap`]'s
+/// stack. This puts the same origin list in front of it (configuration.md §8): long-polling gets the CORS
+/// treatment of the REST routes (headers for an allowed origin, no error for another), and a WebSocket upgrade
+/// with a disallowed `Origin` is refused, because browsers apply no CORS to WebSockets — the server must. Requests
+/// without `Origin` (non-browser clients) pass, and every other path passes untouched.
+pub fn guard_socket_io(app: Router, state: &AppState) -> Router {
+    app.layer(middleware::from_fn_with_state(cors_config(&state.config.cors_origins), socket_io_guard))
+}
+
+async fn socket_io_guard(State(cors): State<Cors>, mut req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/socket.io") {
+        return next.run(req).await;
+    }
+    detach_from_read_buffer(&mut req);
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return next.run(req).await };
+    let upgrade = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if upgrade && !cors.origins.contains(origin) {
+        // Engine.IO's own refusal (what socket.io answers when `allowRequest` says no).
+        let body = axum::Json(serde_json::json!({ "code": 4, "message": "Forbidden" }));
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    cors_response(cors, req, next).await
+}
+
+/// hyper parses header values and the URI as slices of the connection's read buffer, and engineioxide keeps the
+/// request's parts (extensions included, where axum put a copy of the URI) for the socket's whole life, so each
+/// socket pinned its connection's whole read buffer. Owned copies let the buffer go once the connection is
+/// upgraded.
+fn detach_from_read_buffer(req: &mut Request) {
+    for value in req.headers_mut().values_mut() {
+        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
+    if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
+        if let Some(original) = req.extensions_mut().get_mut::<axum::extract::OriginalUri>() {
+            original.0 = uri.clone();
+        }
+        *req.uri_mut() = uri;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -401,6 +448,28 @@ mod tests {
 
     use super::*;
     use crate::store::json::{JsonOptions, JsonStore};
+
+    #[test]
+    fn socket_requests_detached_from_the_read_buffer_keep_their_uri_and_headers() {
+        let mut token = HeaderValue::from_static("Bearer t");
+        token.set_sensitive(true);
+        let mut req = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(header::ORIGIN, "https://app.example")
+            .header("x-custom", &b"caf\xc3\xa9"[..])
+            .header(header::AUTHORIZATION, token)
+            .body(Body::empty())
+            .unwrap();
+        let original = axum::extract::OriginalUri(req.uri().clone());
+        req.extensions_mut().insert(original);
+        let before = req.headers().clone();
+        detach_from_read_buffer(&mut req);
+        assert_eq!(req.extensions().get::<axum::extract::OriginalUri>().unwrap().0, *req.uri());
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(req.uri().query(), Some("EIO=4&transport=websocket"));
+        assert_eq!(req.headers(), &before);
+        assert!(req.headers()[header::AUTHORIZATION].is_sensitive());
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -59,3 +59,42 @@ impl DomainEvent {
 
 /// Where a store delivers committed events; called from the store's commit path, so it must not block.
 pub type EventSink = std::sync::Arc<dyn Fn(DomainEvent) + Send + Sync>;
+
+/// One socket's place in a project room, as instances tell each other about it (realtime.md §8).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    pub project_id: String,
+    pub socket: String,
+    pub user_id: String,
+    pub name: String,
+    pub joined_at: String,
+}
+
+/// Presence announcements between instances in postgres mode (realtime.md §8). An instance publishes them in the
+/// order its presence changed; a receiver treats a snapshot as the whole truth about its sender.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum PresenceMsg {
+    Join(PresenceEntry),
+    Leave {
+        project_id: String,
+        socket: String,
+    },
+    /// Every entry of the sender; sent every 15 s and when asked.
+    Snapshot {
+        entries: Vec<PresenceEntry>,
+    },
+    /// "Send me your snapshot": a listener that just (re)connected missed what was said meanwhile.
+    Sync,
+}
+
+/// Receives another instance's presence announcement (sender's instance id, message); must not block.
+pub type PresenceSink = std::sync::Arc<dyn Fn(String, PresenceMsg) + Send + Sync>;
+
+/// What the fan-out transport needs from realtime presence: the announcements to publish, in order, and where to
+/// deliver the ones it hears.
+pub struct PresenceLink {
+    pub outgoing: tokio::sync::mpsc::UnboundedReceiver<PresenceMsg>,
+    pub incoming: PresenceSink,
+}

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use self::presence::Presence;
 use crate::api::dto::{ActivityDto, TaskDto};
 use crate::app::AppState;
-use crate::domain::events::{DomainEvent, EventSink};
+use crate::domain::events::{DomainEvent, EventSink, PresenceLink, PresenceMsg};
 use crate::domain::{access, time, Actor, User};
 
 const MAX_ROOMS: usize = 100;
@@ -40,6 +40,8 @@ struct EventBudget(Arc<Mutex<(Instant, u32, bool)>>);
 pub struct Realtime {
     io: SocketIo,
     presence: Presence,
+    snapshot_every: Duration,
+    expire_after: Duration,
 }
 
 impl Realtime {
@@ -49,6 +51,55 @@ impl Realtime {
 
     pub fn connected_sockets(&self) -> usize {
         self.io.sockets().len()
+    }
+
+    /// Shares presence with the other instances (postgres mode, realtime.md §8): the link the fan-out transport
+    /// carries, plus the timers that republish this instance's snapshot and drop instances that went silent.
+    pub fn cluster(self: &Arc<Self>, instance_id: &str) -> PresenceLink {
+        let outgoing = self.presence.enable_cluster(instance_id);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, PresenceMsg)>();
+        let rt = self.clone();
+        tokio::spawn(async move {
+            while let Some((origin, msg)) = rx.recv().await {
+                for (project_id, list) in rt.presence.remote(&origin, msg) {
+                    rt.emit_presence(&project_id, &list).await;
+                }
+            }
+        });
+        // The timers hold the handle weakly so that they end with the server.
+        let weak = Arc::downgrade(self);
+        let (every, expiry) = (self.snapshot_every, self.expire_after);
+        tokio::spawn(async move {
+            let mut snapshot = tokio::time::interval(every);
+            let mut check = tokio::time::interval((expiry / 5).max(Duration::from_millis(10)));
+            loop {
+                tokio::select! {
+                    _ = snapshot.tick() => {
+                        let Some(rt) = weak.upgrade() else { break };
+                        rt.presence.announce_snapshot();
+                    }
+                    _ = check.tick() => {
+                        let Some(rt) = weak.upgrade() else { break };
+                        for (project_id, list) in rt.presence.expire(expiry) {
+                            rt.emit_presence(&project_id, &list).await;
+                        }
+                    }
+                }
+            }
+        });
+        PresenceLink {
+            outgoing,
+            incoming: Arc::new(move |origin, msg| {
+                let _ = tx.send((origin, msg));
+            }),
+        }
+    }
+
+    /// Tells this instance's sockets in a project room who is there.
+    async fn emit_presence(&self, project_id: &str, list: &Value) {
+        if let Err(e) = self.io.to(room(project_id)).emit("presence:update", list).await {
+            tracing::warn!(error = %e, "presence emit failed");
+        }
     }
 
     /// Closes every transport without a DISCONNECT packet, so clients reconnect by themselves (realtime.md §9).
@@ -63,8 +114,18 @@ pub fn layer(cfg: &crate::config::Config) -> (SocketIoLayer, Arc<Realtime>) {
         .ping_interval(cfg.socket_ping_interval)
         .ping_timeout(cfg.socket_ping_timeout)
         .max_payload(cfg.socket_max_payload as u64)
+        // Each websocket holds a read buffer of this size for its whole life, while clients send only small
+        // packets (pongs, joins); a larger frame grows the buffer as needed. 4 KiB (the default) was a tenth of a
+        // socket's memory (bench/README.md).
+        .ws_read_buffer_size(1024)
         .build_layer();
-    (layer, Arc::new(Realtime { io, presence: Presence::default() }))
+    let rt = Realtime {
+        io,
+        presence: Presence::default(),
+        snapshot_every: cfg.presence_snapshot_interval,
+        expire_after: cfg.presence_expiry,
+    };
+    (layer, Arc::new(rt))
 }
 
 /// A sink for the store plus the task that turns committed events into emits.
@@ -134,7 +195,7 @@ async fn dispatch(rt: &Realtime, event: DomainEvent) {
                 if refers && s.rooms().iter().any(|x| x == r.as_str()) {
                     s.leave(r.clone());
                     if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
-                        emit(r.clone(), "presence:update", list).await;
+                        rt.emit_presence(&project_id, &list).await;
                     }
                 }
             }
@@ -192,21 +253,27 @@ async fn authenticate(state: &AppState, s: &SocketRef, auth: Option<Value>) -> R
 #[derive(Clone, Copy)]
 struct TokenExp(i64);
 
+/// The socket's token-expiry timer, cancelled when the socket closes first.
+#[derive(Clone)]
+struct ExpiryTimer(tokio::task::AbortHandle);
+
 fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
     let rate = state.config.rates.get("FLUX_RATE_SOCKET_EVENTS").cloned().flatten();
     let budget = EventBudget(Arc::new(Mutex::new((Instant::now(), 0, false))));
 
     // A connection does not outlive its token: a server-side disconnect (with the DISCONNECT packet, so the
-    // client does not retry with the stale token) at `exp`.
+    // client does not retry with the stale token) at `exp`. The timer holds only the socket's id, and a closed
+    // socket cancels it: holding the socket itself kept every closed socket in memory until its token expired.
     if let Some(TokenExp(exp)) = s.extensions.get::<TokenExp>() {
         let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
-        let sock = s.clone();
-        tokio::spawn(async move {
+        let (io, sid) = (rt.io.clone(), s.id);
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(left)).await;
-            if sock.connected() {
+            if let Some(sock) = io.get_socket(sid) {
                 let _ = sock.disconnect();
             }
         });
+        s.extensions.insert(ExpiryTimer(timer.abort_handle()));
     }
 
     {
@@ -236,7 +303,7 @@ fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
                 if s.rooms().iter().any(|x| x == r.as_str()) {
                     s.leave(r.clone());
                     if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
-                        let _ = rt.io.to(r).emit("presence:update", &list).await;
+                        rt.emit_presence(&project_id, &list).await;
                     }
                 }
                 let _ = ack.send(&json!({ "success": true }));
@@ -272,8 +339,11 @@ fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
     s.on_disconnect(move |s: SocketRef| {
         let rt = rt.clone();
         async move {
+            if let Some(ExpiryTimer(timer)) = s.extensions.get::<ExpiryTimer>() {
+                timer.abort();
+            }
             for (project_id, list) in rt.presence.drop_socket(&s.id.to_string()) {
-                let _ = rt.io.to(room(&project_id)).emit("presence:update", &list).await;
+                rt.emit_presence(&project_id, &list).await;
             }
         }
     });
@@ -340,7 +410,7 @@ async fn join_project(s: SocketRef, ack: AckSender, data: Option<Value>, state: 
     let changed = rt.presence.join(&project.id, &s.id.to_string(), &user.id, &user.name, &time::now());
     let list = rt.presence.list(&project.id);
     if changed {
-        let _ = rt.io.to(r).emit("presence:update", &list).await;
+        rt.emit_presence(&project.id, &list).await;
     } else {
         let _ = s.emit("presence:update", &list);
     }

@@ -150,3 +150,75 @@ async fn cors_preflights_get_204_with_the_contract_lists() {
     assert_eq!(r.status, 404);
     assert_eq!(r.body["code"], "route_not_found");
 }
+
+/// Socket.IO's long-polling is answered outside the REST stack; it still gets the REST routes' CORS treatment.
+#[tokio::test]
+async fn socket_io_long_polling_carries_cors_headers_for_listed_origins_only() {
+    let app = TestApp::spawn_flags(&["--cors-origins", ORIGINS]).await;
+    let open = |origin: Option<&'static str>| {
+        let mut req = app.client.get(format!("{}/socket.io/?EIO=4&transport=polling", app.base));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let r = open(Some("https://app.example")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    assert!(r.text().await.unwrap().starts_with("0{\"sid\""), "an Engine.IO open packet");
+
+    for origin in [Some("https://evil.example"), None] {
+        let r = open(origin).await.unwrap();
+        assert_eq!(r.status(), 200, "{origin:?}: not an error status (the browser enforces the missing header)");
+        assert!(
+            !r.headers().keys().any(|k| k.as_str().starts_with("access-control-")),
+            "{origin:?}: {:?}",
+            r.headers()
+        );
+    }
+
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, format!("{}/socket.io/?EIO=4&transport=polling&sid=x", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let r = preflight("http://localhost:3000").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:3000");
+    let r = preflight("https://evil.example").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!r.headers().keys().any(|k| k.as_str().starts_with("access-control-")), "{:?}", r.headers());
+}
+
+/// Browsers apply no CORS to WebSockets, so the upgrade itself checks `Origin` (configuration.md §8).
+#[tokio::test]
+async fn socket_io_websocket_upgrades_from_unlisted_origins_are_refused() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+    let app = TestApp::spawn_flags(&["--cors-origins", ORIGINS]).await;
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", app.base.replacen("http", "ws", 1));
+    let connect = |origin: Option<&'static str>| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    for origin in ["https://evil.example", "https://app.example:8443", "null"] {
+        match connect(Some(origin)).await {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403, "{origin}"),
+            Err(e) => panic!("{origin}: refused with {e}, expected 403"),
+            Ok(_) => panic!("{origin}: the upgrade was accepted"),
+        }
+    }
+    for origin in [Some("https://app.example"), Some("http://localhost:3000"), None] {
+        let (mut ws, _) = connect(origin).await.unwrap_or_else(|e| panic!("{origin:?}: {e}"));
+        let first = ws.next().await.unwrap().unwrap();
+        assert!(first.to_text().unwrap().starts_with("0{\"sid\""), "{origin:?}: {first:?}");
+    }
+}

@@ -123,6 +123,18 @@ test('handshake without a token or with a bad or expired one is refused with a r
   assert.ok(ok.connected);
 });
 
+test('a connection is closed by the server when its token expires', async () => {
+  const u = await signup('shortlived');
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { id: u.id, email: 'shortlived@example.com', userType: 'client', iat: now };
+  // One socket closes by itself first (its expiry timer is cancelled on the way); the other is closed at `exp`.
+  const early = await connected(hs256({ ...claims, exp: now + 2 }));
+  early.disconnect();
+  const s = await connected(hs256({ ...claims, exp: now + 2 }));
+  // "io server disconnect": the DISCONNECT packet was sent, so the client does not retry with the stale token.
+  assert.equal(await once(s, 'disconnect', 5000), 'io server disconnect');
+});
+
 test('join requires membership; a foreign project looks exactly like a missing one', async () => {
   const owner = await signup('joinowner');
   const stranger = await signup('joinstranger');
