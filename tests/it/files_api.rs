@@ -10,8 +10,15 @@ use crate::support::{test_config, Resp, TestApp, SECRET};
 async fn app_with_limits() -> TestApp {
     let dir = Arc::new(TempDir::new().unwrap());
     let cfg = test_config(dir.path(), &["--upload-max-file", "2KiB", "--upload-max-files", "3"]);
+    let owned_db = cfg.database_url.clone();
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir }
+    TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db,
+    }
 }
 
 fn part(name: &str, mime: &str, bytes: &[u8]) -> Part {

@@ -155,10 +155,16 @@ async fn the_client_build_is_served_with_an_index_fallback() {
     std::fs::write(build.join("index.html"), "<html>app</html>").unwrap();
     std::fs::write(build.join("app.js"), "console.log(1)").unwrap();
     let cfg = crate::support::test_config(&dir.path().join("data"), &["--static-dir", build.to_str().unwrap()]);
+    let owned_db = cfg.database_url.clone();
     let server =
         fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, crate::support::SECRET.into())).await.unwrap();
-    let app =
-        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let app = TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db,
+    };
     let js = app.call(Method::GET, "/app.js", None, None).await;
     assert_eq!((js.status.as_u16(), js.body.as_str()), (200, Some("console.log(1)")));
     let deep = app.call(Method::GET, "/projects/123/board", None, None).await;

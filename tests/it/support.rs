@@ -125,6 +125,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub server: Option<Server>,
     pub dir: Arc<TempDir>,
+    /// A database the harness created for this server alone: dropped (with its connections) when the test ends,
+    /// so that connections a dropped server still holds do not pile up over the run.
+    pub owned_db: Option<String>,
 }
 
 pub struct Resp {
@@ -154,7 +157,9 @@ impl TestApp {
             .output()
             .expect("fluxstudio migrate runs");
         assert!(out.status.success(), "migrate of the fixtures failed: {}", String::from_utf8_lossy(&out.stdout));
-        Self::spawn_with(dir, Fs::default(), &["--store", mode, "--database-url", &db]).await
+        let mut app = Self::spawn_with(dir, Fs::default(), &["--store", mode, "--database-url", &db]).await;
+        app.owned_db = Some(db);
+        app
     }
 
     pub async fn spawn_in(dir: Arc<TempDir>, fs: Fs) -> TestApp {
@@ -170,8 +175,18 @@ impl TestApp {
         let cfg = test_config(dir.path(), extra);
         let mut opts = ServerOptions::new(cfg, SECRET.into());
         opts.json_fs = fs;
+        let owned_db = match store_run() {
+            Some(_) if !extra.iter().any(|a| a.starts_with("--store")) => opts.config.database_url.clone(),
+            _ => None,
+        };
         let server = app::start(opts).await.expect("server starts");
-        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir }
+        TestApp {
+            base: format!("http://{}", server.addr),
+            client: reqwest::Client::new(),
+            server: Some(server),
+            dir,
+            owned_db,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -274,7 +289,34 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // A test that panicked leaves its server running on the runtime; nothing to flush.
         self.server.take();
+        if let Some(url) = self.owned_db.take() {
+            drop_database(&url);
+        }
     }
+}
+
+/// Drops a database made by [`fresh_database`], ending its sessions (on a thread of its own: this runs in `Drop`,
+/// inside the test's runtime).
+pub fn drop_database(url: &str) {
+    let (_, name) = admin_split(url);
+    let name: String = name.split('?').next().unwrap_or("").to_owned();
+    if !name.starts_with("flux_it_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return;
+    }
+    let admin = server_url();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                // The name was checked above (generated hex), never input.
+                let sql = format!("drop database if exists {name} with (force)");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                let _ = conn.close().await;
+            }
+        })
+    })
+    .join();
 }
 
 /// A token as the legacy server would sign it (no password login, so no rehash side effect).

@@ -144,6 +144,7 @@ async fn a_backup_after_a_crash_keeps_journaled_writes() {
         client: reqwest::Client::new(),
         server: Some(server),
         dir: target,
+        owned_db: None,
     };
     let tasks = app.get(&format!("/api/projects/{pid}/tasks"), &token).await;
     assert_eq!(tasks.body["tasks"][0]["title"], "only in the journal", "{}", tasks.body);

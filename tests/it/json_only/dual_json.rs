@@ -44,7 +44,13 @@ async fn migrated_database() -> String {
 async fn start(dir: Arc<tempfile::TempDir>, flags: &[&str]) -> TestApp {
     let cfg = test_config(dir.path(), flags);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir }
+    TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db: None,
+    }
 }
 
 async fn status(app: &TestApp) -> Value {

@@ -279,6 +279,7 @@ async fn a_torn_journal_tail_is_discarded_and_a_corrupt_middle_refuses_start() {
         client: reqwest::Client::new(),
         server: Some(server),
         dir: dir.clone(),
+        owned_db: None,
     };
     let tasks = app2.get(&format!("/api/projects/{pid}/tasks"), &token).await;
     assert_eq!(tasks.body["tasks"][0]["title"], "kept");

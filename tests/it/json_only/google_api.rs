@@ -18,7 +18,13 @@ async fn app_with_google(jwks: &JwksServer) -> TestApp {
     cfg.google_client_ids = vec![CLIENT.into()];
     cfg.google_jwks_url = jwks.url.clone();
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir }
+    TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db: None,
+    }
 }
 
 async fn google(app: &TestApp, credential: serde_json::Value) -> crate::support::Resp {

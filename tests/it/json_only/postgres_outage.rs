@@ -78,8 +78,13 @@ async fn postgres_outage_is_503_and_the_server_recovers_without_a_restart() {
     let dir = Arc::new(tempfile::TempDir::new().unwrap());
     let cfg = test_config(dir.path(), &["--store", "postgres", "--database-url", &url, "--db-acquire-timeout", "1s"]);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    let app =
-        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let app = TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db: None,
+    };
     let (token, _) = app.signup("outage@example.com").await;
     let pid = app.create_project(&token, "Outage").await;
     assert_eq!(app.create_task(&token, &pid, "before").await.status, 200);
@@ -120,8 +125,13 @@ async fn list_reads_go_to_the_read_replica_when_configured() {
     let dir = Arc::new(tempfile::TempDir::new().unwrap());
     let cfg = test_config(dir.path(), &["--store", "postgres", "--database-url", &db, "--database-read-url", &db]);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    let app =
-        TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir };
+    let app = TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db: None,
+    };
     let (token, _) = app.signup("replica@example.com").await;
     app.create_project(&token, "Replica").await;
     let before = read_pool_count(&app).await;

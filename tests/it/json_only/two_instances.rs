@@ -18,7 +18,13 @@ async fn instance(db: &str) -> TestApp {
     cfg.presence_snapshot_interval = Duration::from_millis(300);
     cfg.presence_expiry = Duration::from_millis(1500);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
-    TestApp { base: format!("http://{}", server.addr), client: reqwest::Client::new(), server: Some(server), dir }
+    TestApp {
+        base: format!("http://{}", server.addr),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+        owned_db: None,
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
