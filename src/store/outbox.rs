@@ -154,6 +154,17 @@ pub enum ApplyError {
     Failed(String),
 }
 
+/// A secondary that cannot be reached backs the worker off as a whole; any other store error holds back only the
+/// entry's aggregate.
+impl From<super::StoreError> for ApplyError {
+    fn from(e: super::StoreError) -> ApplyError {
+        match e {
+            super::StoreError::Unavailable(m) => ApplyError::Unavailable(m),
+            other => ApplyError::Failed(other.to_string()),
+        }
+    }
+}
+
 impl ApplyError {
     pub fn message(&self) -> &str {
         match self {

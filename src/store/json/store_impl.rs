@@ -84,10 +84,7 @@ impl crate::store::outbox::OutboxTarget for JsonStore {
     ) -> Result<(), crate::store::outbox::ApplyError> {
         use crate::store::outbox::ApplyError;
         let ops = entries.iter().map(|e| e.to_op()).collect::<Result<Vec<_>, _>>().map_err(ApplyError::Failed)?;
-        self.apply_ops(ops).await.map_err(|e| match e {
-            StoreError::Unavailable(m) => ApplyError::Unavailable(m),
-            other => ApplyError::Failed(other.to_string()),
-        })
+        Ok(self.apply_ops(ops).await?)
     }
 }
 

@@ -14,6 +14,7 @@ use super::mapping::{self, member_is_email};
 use super::rows::{self, MemberTable};
 use super::PostgresStore;
 use crate::domain::{Activity, Member, Project, Team, User};
+use crate::store::json::state::Op;
 use crate::store::{StoreError, StoreResult};
 
 fn map_err(e: mapping::MapError) -> StoreError {
@@ -95,15 +96,7 @@ impl PostgresStore {
     /// Writes a user record as it is (an existing id is replaced). Another account with the same exact e-mail is
     /// `Conflict{email_taken}`.
     pub async fn put_user(&self, user: &User) -> StoreResult<()> {
-        let row = mapping::user_to_row(user).map_err(map_err)?;
-        let ids = [(Entity::User, user.id.as_str())];
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        self.record_ids(&mut tx, &ids).await?;
-        rows::upsert_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.remember_ids(&ids);
-        self.forget_cached_users();
-        Ok(())
+        self.apply_ops(&[Op::PutUser { rec: user.clone() }]).await
     }
 
     /// Writes a project with its members, tasks and milestones as they are: list order becomes position, members
@@ -171,17 +164,6 @@ impl PostgresStore {
     /// Appends an activity (an existing id is left alone: activities never change). A member activity whose
     /// `entityId` is an e-mail is linked to the user it resolves to, when there is one.
     pub async fn put_activity(&self, a: &Activity) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let resolved = match a.entity_id.as_deref() {
-            Some(e) if member_is_email(e) => self.find_user_by_email(&mut tx, e).await?.map(|u| u.id),
-            _ => None,
-        };
-        let row = mapping::activity_to_row(a, resolved).map_err(map_err)?;
-        let ids = [(Entity::Activity, a.id.as_str())];
-        self.record_ids(&mut tx, &ids).await?;
-        rows::insert_activity(&mut tx, &row).await.map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.remember_ids(&ids);
-        Ok(())
+        self.apply_ops(&[Op::AddActivity { rec: a.clone() }]).await
     }
 }

@@ -5,7 +5,6 @@
 
 use async_trait::async_trait;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::ids::{storage_id, Entity};
 use super::mapping;
@@ -175,21 +174,6 @@ impl PostgresStore {
         self.record_ids(conn, &[(Entity::File, &f.id)]).await?;
         rows::upsert_file(conn, &row).await.map_err(|e| self.err(e))
     }
-
-    /// Whether the row for a public id exists (tests and validation).
-    pub async fn exists(&self, entity: Entity, public: &str) -> StoreResult<bool> {
-        let sql = match entity {
-            Entity::User => "select exists(select 1 from users where id = $1)",
-            Entity::Project => "select exists(select 1 from projects where id = $1)",
-            Entity::Task => "select exists(select 1 from tasks where id = $1)",
-            Entity::Milestone => "select exists(select 1 from milestones where id = $1)",
-            Entity::Team => "select exists(select 1 from teams where id = $1)",
-            Entity::File => "select exists(select 1 from files where id = $1)",
-            Entity::Activity => "select exists(select 1 from activities where id = $1)",
-        };
-        let id: Uuid = storage_id(entity, public);
-        sqlx::query_scalar(sql).bind(id).fetch_one(&self.pool).await.map_err(|e| self.err(e))
-    }
 }
 
 #[async_trait]
@@ -205,9 +189,6 @@ impl OutboxTarget for PostgresStore {
     /// One transaction for the whole batch: replay's cost is round trips, not rows.
     async fn apply_batch(&self, entries: &[OutboxEntry]) -> Result<(), ApplyError> {
         let ops = entries.iter().map(|e| e.to_op()).collect::<Result<Vec<_>, _>>().map_err(ApplyError::Failed)?;
-        self.apply_ops(&ops).await.map_err(|e| match e {
-            StoreError::Unavailable(m) => ApplyError::Unavailable(m),
-            other => ApplyError::Failed(other.to_string()),
-        })
+        Ok(self.apply_ops(&ops).await?)
     }
 }

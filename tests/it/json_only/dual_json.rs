@@ -41,6 +41,20 @@ async fn migrated_database() -> String {
     url
 }
 
+/// A migrated database, a chaos proxy in front of it, and the database's URL through the proxy.
+async fn proxied_database() -> (String, ChaosProxy, String) {
+    let url = migrated_database().await;
+    let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
+    let proxy = ChaosProxy::start(upstream).await;
+    let (_, proxied) = through(&url, proxy.addr);
+    (url, proxy, proxied)
+}
+
+/// A dual-json server over `dir` whose PostgreSQL goes through `proxied`, failing fast when it is cut.
+async fn start_dual_json_through(dir: Arc<tempfile::TempDir>, proxied: &str) -> TestApp {
+    start(dir, &["--store", "dual-json", "--database-url", proxied, "--db-acquire-timeout", "1s"]).await
+}
+
 async fn start(dir: Arc<tempfile::TempDir>, flags: &[&str]) -> TestApp {
     let cfg = test_config(dir.path(), flags);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
@@ -194,13 +208,8 @@ async fn live_switch_to_dual_json_replays_every_write_into_postgres_and_back_to_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_json_acknowledges_writes_while_postgres_is_down_and_catches_up_after() {
-    let url = migrated_database().await;
-    let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
-    let proxy = ChaosProxy::start(upstream).await;
-    let (_, proxied) = through(&url, proxy.addr);
-    let app =
-        start(admin_data_dir(), &["--store", "dual-json", "--database-url", &proxied, "--db-acquire-timeout", "1s"])
-            .await;
+    let (url, proxy, proxied) = proxied_database().await;
+    let app = start_dual_json_through(admin_data_dir(), &proxied).await;
     let (token, _) = app.signup("outage.writer@example.com").await;
     let pid = app.create_project(&token, "Through the outage").await;
     wait_for_empty_outbox(&app).await;
@@ -249,10 +258,7 @@ fn outbox_pending_lines(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_outbox_entries_survive_kill_9_and_replay_after_restart() {
-    let url = migrated_database().await;
-    let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
-    let proxy = ChaosProxy::start(upstream).await;
-    let (_, proxied) = through(&url, proxy.addr);
+    let (url, proxy, proxied) = proxied_database().await;
     let dir = admin_data_dir();
     let flags = ["--store", "dual-json", "--database-url", proxied.as_str(), "--db-acquire-timeout", "1s"];
     let mut child = spawn_child(dir.path(), &flags, &[]);
@@ -305,13 +311,9 @@ async fn pending_outbox_entries_survive_kill_9_and_replay_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_entries_move_to_pending_jsonl_when_compaction_drops_their_journal_records() {
-    let url = migrated_database().await;
-    let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
-    let proxy = ChaosProxy::start(upstream).await;
-    let (_, proxied) = through(&url, proxy.addr);
+    let (url, proxy, proxied) = proxied_database().await;
     let dir = admin_data_dir();
-    let app =
-        start(dir.clone(), &["--store", "dual-json", "--database-url", &proxied, "--db-acquire-timeout", "1s"]).await;
+    let app = start_dual_json_through(dir.clone(), &proxied).await;
     let (token, _) = app.signup("compact.writer@example.com").await;
     let pid = app.create_project(&token, "Compacted").await;
     wait_for_empty_outbox(&app).await;
@@ -338,13 +340,9 @@ async fn pending_entries_move_to_pending_jsonl_when_compaction_drops_their_journ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_switch_to_json_discards_pending_entries_and_marks_postgres_stale() {
-    let url = migrated_database().await;
-    let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
-    let proxy = ChaosProxy::start(upstream).await;
-    let (_, proxied) = through(&url, proxy.addr);
+    let (_, proxy, proxied) = proxied_database().await;
     let dir = admin_data_dir();
-    let app =
-        start(dir.clone(), &["--store", "dual-json", "--database-url", &proxied, "--db-acquire-timeout", "1s"]).await;
+    let app = start_dual_json_through(dir.clone(), &proxied).await;
     let (token, _) = app.signup("force.writer@example.com").await;
     proxy.cut();
     let pid = app.create_project(&token, "Forced").await;
