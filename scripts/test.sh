@@ -20,10 +20,12 @@ source scripts/ensure-postgres.sh
 psql "$TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname like 'flux\_it\_%' or datname like 'flux\_test\_%'" 2>/dev/null |
   while read -r db; do psql "$TEST_DATABASE_URL" -qc "drop database if exists $db with (force)" >/dev/null 2>&1 || true; done
 cargo test --locked "$@"
-# The HTTP suite once more on the PostgreSQL store, and once more in dual-json (JSON primary, every write replayed
-# into PostgreSQL through the outbox); same test bodies; JSON-file-specific tests stay on JSON.
+# The HTTP suite once more on the PostgreSQL store, once more in dual-json (JSON primary, every write replayed
+# into PostgreSQL through the outbox) and once more in dual-postgres (the reverse); same test bodies; JSON-file-specific
+# tests stay on JSON.
 FLUX_TEST_STORE=postgres cargo test --locked --test it "$@" -- --skip json_only
 FLUX_TEST_STORE=dual-json cargo test --locked --test it "$@" -- --skip json_only
+FLUX_TEST_STORE=dual-postgres cargo test --locked --test it "$@" -- --skip json_only
 # Last: schemathesis fuzzes the API from its own OpenAPI document, on each store (scripts/fuzz-api.sh; about a
 # minute each; skipped, loudly, without python3).
 bash scripts/fuzz-api.sh

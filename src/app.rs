@@ -195,13 +195,11 @@ pub struct Server {
     /// The separate `/metrics` listener's address, when `FLUX_METRICS_ADDR` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
-    json: Option<Arc<JsonStore>>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     metrics_http: Option<JoinHandle<std::io::Result<()>>>,
     control: Option<JoinHandle<()>>,
     control_path: PathBuf,
-    _lock: Option<DataDirLock>,
 }
 
 /// Opens the data dir (lock, journal replay), binds the listener and starts serving.
@@ -260,24 +258,22 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     let (socket_layer, realtime) = crate::realtime::layer(&config);
     let sink = crate::realtime::event_pipeline(realtime.clone());
-    let (json, lock) = match opened.json {
-        Some((store, lock)) => (Some(store), Some(lock)),
-        None => (None, None),
-    };
     let postgres = opened.postgres;
-    // Realtime events come from the primary's commits; in postgres mode they also travel between instances.
-    match (modes::primary_of(mode), &json, &postgres) {
-        ("json", Some(j), _) => j.set_event_sink(sink),
-        (_, _, Some(p)) => {
-            p.set_event_sink(sink);
-            if mode == StoreMode::Postgres {
-                p.enable_fanout(config.instance_id.clone());
-                p.spawn_listener(realtime.cluster(&config.instance_id));
-            }
-        }
-        _ => unreachable!("the primary of the mode is open"),
-    }
-    let stores = StoreControl::new(config.clone(), mode, persisted, json.clone(), postgres.clone());
+    // Realtime events come from the primary's commits (StoreControl routes them on every switch); once PostgreSQL
+    // is primary they also travel between instances.
+    let fanout_on = Arc::new(std::sync::Once::new());
+    let (fanout_rt, fanout_id) = (realtime.clone(), config.instance_id.clone());
+    let hooks = modes::Hooks {
+        sink: Some(sink),
+        on_pg_primary: Arc::new(move |p: &Arc<PostgresStore>| {
+            fanout_on.call_once(|| {
+                p.enable_fanout(fanout_id.clone());
+                p.spawn_listener(fanout_rt.cluster(&fanout_id));
+            })
+        }),
+    };
+    let has_json = opened.json.is_some();
+    let stores = StoreControl::new(config.clone(), mode, persisted, opened.json, postgres, hooks);
     let state = AppState(Arc::new(Inner {
         realtime: realtime.clone(),
         jwt: Jwt::new(&opts.jwt_secret),
@@ -341,15 +337,15 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     // The control socket belongs to the process that owns the data dir; in postgres mode CLI commands talk to
     // the database directly.
     let control_path = data_dir.join(".control.sock");
-    let control = match json {
-        Some(_) => Some(
+    let control = match has_json {
+        true => Some(
             crate::control::serve(&control_path, state.clone(), shutdown_rx)
                 .map_err(|e| StartError::Runtime(format!("control socket {}: {e}", control_path.display())))?,
         ),
-        None => None,
+        false => None,
     };
 
-    Ok(Server { addr, metrics_addr, state, json, shutdown_tx, http, metrics_http, control, control_path, _lock: lock })
+    Ok(Server { addr, metrics_addr, state, shutdown_tx, http, metrics_http, control, control_path })
 }
 
 impl Server {
@@ -373,23 +369,21 @@ impl Server {
         }
         if let Some(c) = self.control.take() {
             c.abort();
+            let _ = std::fs::remove_file(&self.control_path);
         }
         self.state.stores.shutdown().await;
         if let Some(pg) = self.state.stores.postgres() {
             pg.close().await;
         }
-        match &self.json {
-            Some(json) => {
-                let _ = std::fs::remove_file(&self.control_path);
-                json.close().await.map_err(|e| e.to_string())
-            }
+        match self.state.stores.json() {
+            Some(json) => json.close().await.map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }
 
     /// The JSON store of a json-mode server (tests reach its fault seam and compaction through it).
-    pub fn json_store(&self) -> &Arc<JsonStore> {
-        self.json.as_ref().expect("json_store() on a server that does not run the JSON store")
+    pub fn json_store(&self) -> Arc<JsonStore> {
+        self.state.stores.json().expect("json_store() on a server that does not run the JSON store")
     }
 
     /// The PostgreSQL store, when the mode uses one (opened at start-up or by a switch).

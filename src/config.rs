@@ -60,10 +60,6 @@ impl fmt::Display for StoreMode {
     }
 }
 
-/// The modes this version can run; the others are parsed and validated but refused by
-/// [`parse_args`].
-pub const AVAILABLE_STORE_MODES: &[StoreMode] = &[StoreMode::Json, StoreMode::DualJson, StoreMode::Postgres];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -1459,14 +1455,6 @@ fn store_mode(r: &mut Resolver<'_>, database_configured: bool) -> Result<StoreMo
     };
     r.sources.insert("FLUX_STORE", source);
 
-    if !AVAILABLE_STORE_MODES.contains(&mode) {
-        let available: Vec<String> = AVAILABLE_STORE_MODES.iter().map(|m| format!("'{m}'")).collect();
-        return Err(ConfigError(format!(
-            "{label}: store mode '{mode}' is not available yet in this version (only {}){}",
-            available.join(", "),
-            r.origin(source)
-        )));
-    }
     if mode.needs_database() && !database_configured {
         return Err(ConfigError(format!(
             "{label}: store mode '{mode}' needs PostgreSQL; set DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME, \
@@ -2320,16 +2308,15 @@ mod tests {
         assert_eq!(c.store_mode, StoreMode::Json);
         assert!(c.warnings.iter().any(|w| w.contains("means dual-json") && w.contains("running json")));
         // true/true -> dual-postgres; true/false -> postgres.
-        let e = err(&[], &[("USE_POSTGRES", "True"), ("DUAL_WRITE_ENABLED", "TRUE"), db]);
-        assert!(e.contains("'dual-postgres' is not available yet"), "{e}");
+        let c = cfg(&[], &[("USE_POSTGRES", "True"), ("DUAL_WRITE_ENABLED", "TRUE"), db]);
+        assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::DualPostgres, Source::LegacyPair));
         let c = cfg(&[], &[("USE_POSTGRES", "1"), ("DUAL_WRITE_ENABLED", "0"), db]);
         assert_eq!((c.store_mode, c.source("FLUX_STORE")), (StoreMode::Postgres, Source::LegacyPair));
         // A missing member takes the legacy default: USE_POSTGRES false, DUAL_WRITE_ENABLED true.
         let c = cfg(&[], &[("DUAL_WRITE_ENABLED", "true")]);
         assert!(c.warnings.iter().any(|w| w.contains("USE_POSTGRES unset (legacy default false)")));
-        let e = err(&[], &[("USE_POSTGRES", "true"), db]);
-        assert!(e.contains("DUAL_WRITE_ENABLED unset (legacy default true)"), "{e}");
-        assert!(e.contains("'dual-postgres'"), "{e}");
+        let c = cfg(&[], &[("USE_POSTGRES", "true"), db]);
+        assert_eq!(c.store_mode, StoreMode::DualPostgres);
         // Pair -> dual-json with DB_* configured counts as a database.
         let c = cfg(&[], &[("DUAL_WRITE_ENABLED", "true"), ("DB_HOST", "db")]);
         assert_eq!(c.store_mode, StoreMode::DualJson);
@@ -2356,25 +2343,14 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_modes_are_refused_naming_their_source() {
+    fn every_mode_is_available_and_database_modes_need_a_database() {
         let db = ("DATABASE_URL", "postgres://flux@localhost/flux");
-        assert_eq!(
-            err(&[], &[("FLUX_STORE", "dual-postgres"), db]),
-            "FLUX_STORE=dual-postgres: store mode 'dual-postgres' is not available yet in this version (only 'json', 'dual-json', 'postgres')"
-        );
+        assert_eq!(cfg(&[], &[("FLUX_STORE", "dual-postgres"), db]).store_mode, StoreMode::DualPostgres);
         assert_eq!(cfg(&[], &[("FLUX_STORE", "postgres"), db]).store_mode, StoreMode::Postgres);
         assert_eq!(cfg(&["--store", "dual-json"], &[db]).store_mode, StoreMode::DualJson);
-        // postgres and dual-json need a database.
-        assert!(err(&[], &[("FLUX_STORE", "postgres")]).contains("needs PostgreSQL"));
-        assert!(err(&[], &[("FLUX_STORE", "dual-json")]).contains("needs PostgreSQL"));
-        // Refused even without a database: availability is the first reason given.
-        let e = err(&[], &[("FLUX_STORE", "dual-postgres")]);
-        assert!(e.contains("not available yet"), "{e}");
-        let dir = tempfile::tempdir().unwrap();
-        let file = write_env(&dir, "FLUX_STORE=dual-postgres\n");
-        let e = err_of(run(&["--env-file", &file], &[db]));
-        assert!(e.starts_with("FLUX_STORE=dual-postgres: store mode 'dual-postgres' is not available yet"), "{e}");
-        assert!(e.contains(&file), "{e}");
+        for mode in ["postgres", "dual-json", "dual-postgres"] {
+            assert!(err(&[], &[("FLUX_STORE", mode)]).contains("needs PostgreSQL"), "{mode}");
+        }
         assert_eq!(
             err(&[], &[("FLUX_STORE", "mongo")]),
             "FLUX_STORE='mongo': must be one of json, dual-json, dual-postgres, postgres"

@@ -1225,18 +1225,18 @@ async fn outbox_rows_exist_only_for_committed_writes_and_replay_into_json_in_ord
 
     // Not recording: nothing is written.
     let mut tx = pg.pool().begin().await.unwrap();
-    pg.record_outbox(&mut tx, std::slice::from_ref(&project)).await.unwrap();
+    pg.record_outbox(&mut tx, || vec![project.clone()]).await.unwrap();
     tx.commit().await.unwrap();
     pg.enable_outbox(7);
     // A rolled-back write leaves no entry; committed ones do, in order.
     let mut tx = pg.pool().begin().await.unwrap();
-    pg.record_outbox(&mut tx, &[task("rolled back")]).await.unwrap();
+    pg.record_outbox(&mut tx, || vec![task("rolled back")]).await.unwrap();
     tx.rollback().await.unwrap();
     let mut tx = pg.pool().begin().await.unwrap();
-    pg.record_outbox(&mut tx, &[project.clone(), task("first")]).await.unwrap();
+    pg.record_outbox(&mut tx, || vec![project.clone(), task("first")]).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = pg.pool().begin().await.unwrap();
-    pg.record_outbox(&mut tx, &[task("second")]).await.unwrap();
+    pg.record_outbox(&mut tx, || vec![task("second")]).await.unwrap();
     tx.commit().await.unwrap();
 
     let source = postgres::outbox::PgOutbox::new(pg.clone());

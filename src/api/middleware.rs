@@ -439,6 +439,17 @@ fn set_quota_headers(headers: &mut HeaderMap, q: &Quota) {
     headers.insert("ratelimit-policy", HeaderValue::from_str(&policy).expect("digits are a valid header value"));
 }
 
+/// Writes pass the store's write gate before their handler picks a store: during a primary flip's barrier they
+/// wait here and then run on the new primary (store-modes.md §5). The switch request itself must not wait for the
+/// barrier it raises.
+pub async fn write_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) || req.uri().path() == "/api/admin/store" {
+        return next.run(req).await;
+    }
+    let _admitted = state.stores.admit_write().await;
+    next.run(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/organizations", get(teams::list_organizations).post(teams::create_organization))
         .route("/api/organizations/{id}", get(teams::get_organization))
         .route("/api/admin/store", get(admin::get_store).put(admin::put_store))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::write_gate))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(state.clone());

@@ -163,12 +163,11 @@ async fn check_mode(conn: &mut PgConnection, data_dir: &Path) -> Result<(), Fail
     }
 }
 
-pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Result<Report, Failure> {
-    let _lock = super::lock_data_dir(data_dir, "rollback")?;
-    let resumed = complete(data_dir)?;
-    check_mode(conn, data_dir).await?;
-
-    let state: State = super::validate::pg_state(conn).await?;
+/// Writes `state` as the legacy files of `data_dir` (rules 2-4: `--force` over different files, backup first,
+/// staged + marked + renamed, journal emptied). The caller holds the data dir (the CLI's lock, or the server that
+/// owns it during `postgres -> dual-postgres`).
+pub fn write_state(data_dir: &Path, state: &State, opts: &Options) -> Result<Report, Failure> {
+    let resumed = false;
     let mut keys = vec![FileKey::Users, FileKey::Projects, FileKey::Teams, FileKey::Files];
     let mut pids: Vec<&String> = state.activities.keys().collect();
     pids.sort();
@@ -191,7 +190,7 @@ pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Re
     let mut writes = Vec::new();
     for key in &keys {
         let path = format::path_of(data_dir, key);
-        let Some(bytes) = format::render(&state, key) else { continue };
+        let Some(bytes) = format::render(state, key) else { continue };
         let records = match key {
             FileKey::Users => state.users.len(),
             FileKey::Projects => state.projects.len(),
@@ -291,6 +290,20 @@ pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Re
     let marker = Marker { renames, removes };
     write_atomic(&data_dir.join(MARKER), &serde_json::to_vec(&marker).unwrap_or_default())?;
     apply(data_dir, &marker)?;
+
+    Ok(report)
+}
+
+pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Result<Report, Failure> {
+    let _lock = super::lock_data_dir(data_dir, "rollback")?;
+    let resumed = complete(data_dir)?;
+    check_mode(conn, data_dir).await?;
+    let state: State = super::validate::pg_state(conn).await?;
+    let mut report = write_state(data_dir, &state, opts)?;
+    report.resumed = resumed;
+    if opts.dry_run {
+        return Ok(report);
+    }
 
     // Rule 5: the persisted mode is json, in the database and in the data dir.
     let epoch: i64 = sqlx::query_scalar(

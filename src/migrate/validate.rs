@@ -325,6 +325,23 @@ pub async fn pg_state(conn: &mut PgConnection) -> Result<State, Failure> {
     Ok(super::state_of(snap))
 }
 
+/// As [`pg_state`], plus the `store_outbox` entries still pending in the same snapshot: exactly the entries whose
+/// writes the snapshot already holds (`postgres -> dual-postgres` marks them done after exporting it).
+pub async fn pg_state_and_pending(conn: &mut PgConnection) -> Result<(State, Vec<i64>), Failure> {
+    let mut tx = conn.begin().await.map_err(db_failure)?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_failure)?;
+    let snap = bulk::export(&mut tx).await.map_err(db_failure)?;
+    let pending: Vec<i64> = sqlx::query_scalar("select seq from store_outbox where done_at is null")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_failure)?;
+    tx.commit().await.map_err(db_failure)?;
+    Ok((super::state_of(snap), pending))
+}
+
 struct Sides {
     json: State,
     pg: State,

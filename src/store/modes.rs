@@ -14,12 +14,15 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::json::JsonStore;
+use super::json::lock::DataDirLock;
+use super::json::{JsonOptions, JsonStore};
 use super::outbox::{OutboxStatus, Replayer};
+use super::postgres::outbox::PgOutbox;
 use super::postgres::PostgresStore;
 use super::shadow::{ShadowRate, ShadowStore};
 use super::{DynStore, Store, StoreError};
 use crate::config::{Config, StoreMode};
+use crate::domain::events::EventSink;
 use crate::domain::time;
 
 /// The store a request uses, and the mode it belongs to. Swapped as a whole.
@@ -187,12 +190,36 @@ const UPSERT_STORE_STATE: &str = "insert into store_state (singleton, mode, epoc
      on conflict (singleton) do update set mode = excluded.mode, epoch = excluded.epoch, \
        changed_at = excluded.changed_at, changed_by = excluded.changed_by";
 
+/// What the server wires into whichever store is primary: realtime events of its commits, and (once PostgreSQL
+/// is primary) the cross-instance fan-out.
+pub type PgPrimaryHook = Arc<dyn Fn(&Arc<PostgresStore>) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Hooks {
+    pub sink: Option<EventSink>,
+    pub on_pg_primary: PgPrimaryHook,
+}
+
+impl Hooks {
+    pub fn none() -> Hooks {
+        Hooks { sink: None, on_pg_primary: Arc::new(|_| {}) }
+    }
+}
+
 pub struct StoreControl {
     config: Arc<Config>,
     data_dir: PathBuf,
     slot: ArcSwap<StoreSlot>,
-    json: Option<Arc<JsonStore>>,
+    /// The JSON store: open in every mode but `postgres` (closed when entering it, reopened by
+    /// `postgres -> dual-postgres`).
+    json: Mutex<Option<Arc<JsonStore>>>,
+    /// The data dir's single-instance lock while this process owns the JSON files.
+    json_lock: Mutex<Option<DataDirLock>>,
     pg: Mutex<Option<Arc<PostgresStore>>>,
+    /// Every API write holds a read guard for its whole life; a primary flip takes the write side, so new writes
+    /// wait (they do not fail) and then run on the new primary (store-modes.md §5, barrier).
+    gate: Arc<tokio::sync::RwLock<()>>,
+    hooks: Hooks,
     replayer: Mutex<Option<Arc<Replayer>>>,
     persisted: Mutex<PersistedMode>,
     switching: tokio::sync::Mutex<()>,
@@ -201,14 +228,20 @@ pub struct StoreControl {
 }
 
 impl StoreControl {
-    /// `json`/`pg` are the stores opened at start-up for `mode`; dual-json starts its outbox worker here.
+    /// `json`/`pg` are the stores opened at start-up for `mode` (`lock` held with the JSON store); a dual mode
+    /// starts its outbox worker here.
     pub fn new(
         config: Arc<Config>,
         mode: StoreMode,
         persisted: PersistedMode,
-        json: Option<Arc<JsonStore>>,
+        json: Option<(Arc<JsonStore>, DataDirLock)>,
         pg: Option<Arc<PostgresStore>>,
+        hooks: Hooks,
     ) -> Arc<StoreControl> {
+        let (json, lock) = match json {
+            Some((j, l)) => (Some(j), Some(l)),
+            None => (None, None),
+        };
         let store: DynStore = match (primary_of(mode), &json, &pg) {
             ("json", Some(j), _) => j.clone(),
             (_, _, Some(p)) => p.clone(),
@@ -219,14 +252,18 @@ impl StoreControl {
             shadow_rate: Arc::new(ShadowRate::new(config.shadow_read_rate)),
             config,
             slot: ArcSwap::from_pointee(StoreSlot { store, mode }),
-            json,
+            json: Mutex::new(json),
+            json_lock: Mutex::new(lock),
             pg: Mutex::new(pg),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+            hooks,
             replayer: Mutex::new(None),
             persisted: Mutex::new(persisted),
             switching: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
-        if let (StoreMode::Json, Some(j)) = (mode, &control.json) {
+        control.route_events(mode);
+        if let (StoreMode::Json, Some(j)) = (mode, control.json()) {
             let pending = j.outbox().pending_snapshot().len();
             if pending > 0 {
                 tracing::warn!(
@@ -236,20 +273,67 @@ impl StoreControl {
                 );
             }
         }
-        if mode == StoreMode::DualJson {
-            control.start_dual_json();
-            control.slot.store(Arc::new(StoreSlot { store: control.dual_json_store(), mode }));
+        match mode {
+            StoreMode::DualJson => {
+                control.start_dual_json();
+                control.slot.store(Arc::new(StoreSlot { store: control.dual_json_store(), mode }));
+            }
+            StoreMode::DualPostgres => {
+                control.start_dual_postgres(control.epoch());
+                control.slot.store(Arc::new(StoreSlot { store: control.dual_postgres_store(), mode }));
+            }
+            StoreMode::Json | StoreMode::Postgres => {}
         }
         control.spawn_heartbeat();
         control
     }
 
+    /// Realtime events come from the primary's commits only (a secondary's replays emit nothing).
+    fn route_events(&self, mode: StoreMode) {
+        let (json, pg) = (self.json(), self.postgres());
+        if primary_of(mode) == "json" {
+            if let (Some(j), Some(sink)) = (&json, &self.hooks.sink) {
+                j.set_event_sink(sink.clone());
+            }
+            if let Some(p) = &pg {
+                p.clear_event_sink();
+            }
+        } else {
+            if let Some(p) = &pg {
+                if let Some(sink) = &self.hooks.sink {
+                    p.set_event_sink(sink.clone());
+                }
+                (self.hooks.on_pg_primary)(p);
+            }
+            if let Some(j) = &json {
+                j.clear_event_sink();
+            }
+        }
+    }
+
+    pub fn json(&self) -> Option<Arc<JsonStore>> {
+        self.json.lock().clone()
+    }
+
+    /// Admission of one API write (held until the response): waits while a primary flip holds the barrier.
+    pub async fn admit_write(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.gate.clone().read_owned().await
+    }
+
     /// The store requests use in dual-json: the JSON store, with sampled reads repeated against PostgreSQL.
     fn dual_json_store(&self) -> DynStore {
-        let json = self.json.clone().expect("json modes run the JSON store");
+        let json = self.json().expect("json modes run the JSON store");
         let Some(pg) = self.postgres() else { return json };
         let outbox = json.outbox();
         Arc::new(ShadowStore::new(json, pg, self.shadow_rate.clone(), Arc::new(move |key| outbox.has_pending(key))))
+    }
+
+    /// The store requests use in dual-postgres: PostgreSQL, with sampled reads repeated against the JSON store.
+    fn dual_postgres_store(&self) -> DynStore {
+        let pg = self.postgres().expect("dual-postgres runs PostgreSQL");
+        let Some(json) = self.json() else { return pg };
+        let check = pg.clone();
+        Arc::new(ShadowStore::new(pg, json, self.shadow_rate.clone(), Arc::new(move |_| check.outbox_maybe_pending())))
     }
 
     pub fn shadow_read_rate(&self) -> f64 {
@@ -280,8 +364,11 @@ impl StoreControl {
             shadow_rate: Arc::new(ShadowRate::new(0.0)),
             config,
             slot: ArcSwap::from_pointee(StoreSlot { store, mode }),
-            json: None,
+            json: Mutex::new(None),
+            json_lock: Mutex::new(None),
             pg: Mutex::new(None),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+            hooks: Hooks::none(),
             replayer: Mutex::new(None),
             persisted: Mutex::new(PersistedMode {
                 mode,
@@ -319,13 +406,32 @@ impl StoreControl {
     }
 
     fn start_dual_json(&self) {
-        let (Some(json), Some(pg)) = (self.json.clone(), self.postgres()) else {
+        let (Some(json), Some(pg)) = (self.json(), self.postgres()) else {
             return;
         };
         json.enable_outbox(self.epoch());
         let mut slot = self.replayer.lock();
         if slot.is_none() {
             *slot = Some(Replayer::start(json.outbox(), pg, self.config.outbox_interval));
+        }
+    }
+
+    /// dual-postgres: every PostgreSQL write records its entries (stamped `epoch`); the worker replays them into
+    /// the JSON store.
+    fn start_dual_postgres(&self, epoch: u64) {
+        let (Some(json), Some(pg)) = (self.json(), self.postgres()) else {
+            return;
+        };
+        pg.enable_outbox(epoch);
+        let mut slot = self.replayer.lock();
+        if slot.is_none() {
+            *slot = Some(Replayer::start(Arc::new(PgOutbox::new(pg)), json, self.config.outbox_interval));
+        }
+    }
+
+    fn stop_replayer(&self) {
+        if let Some(r) = self.replayer.lock().take() {
+            r.stop();
         }
     }
 
@@ -400,7 +506,7 @@ impl StoreControl {
     pub fn secondary(&self) -> Option<DynStore> {
         Some(match secondary_of(self.mode())? {
             "postgres" => self.postgres()?,
-            _ => self.json.clone()?,
+            _ => self.json()?,
         })
     }
 
@@ -430,6 +536,13 @@ impl StoreControl {
     }
 
     pub async fn status(&self) -> StoreStatus {
+        // `store_outbox`'s depth is cached by the worker's passes; an operator's status asks the table itself.
+        let replayer = self.replayer.lock().clone();
+        if let (Some(r), Some(pg)) = (replayer, self.postgres()) {
+            if r.target_name() == "json" {
+                let _ = tokio::time::timeout(Duration::from_secs(2), PgOutbox::new(pg).refresh()).await;
+            }
+        }
         let mode = self.mode();
         let persisted = self.persisted.lock().clone();
         let switching = self.switching.try_lock().is_err();
@@ -487,11 +600,12 @@ impl StoreControl {
         match (from, to) {
             (StoreMode::Json, StoreMode::DualJson) => self.json_to_dual_json().await?,
             (StoreMode::DualJson, StoreMode::Json) => self.dual_json_to_json(req.force, req.timeout).await?,
-            _ => {
-                return Err(SwitchError::Refused(format!(
-                    "{from} -> {to} is not available in this version yet (live switching covers json <-> dual-json)"
-                )))
+            (StoreMode::DualJson, StoreMode::DualPostgres) | (StoreMode::DualPostgres, StoreMode::DualJson) => {
+                self.flip_primary(to, req.timeout).await?
             }
+            (StoreMode::DualPostgres, StoreMode::Postgres) => self.dual_postgres_to_postgres(req.timeout).await?,
+            (StoreMode::Postgres, StoreMode::DualPostgres) => self.postgres_to_dual_postgres(req.timeout).await?,
+            _ => unreachable!("neighbours() allows one step only"),
         }
         let persisted = self.persisted.lock().clone();
         tracing::info!(from = %from, to = %to, epoch = persisted.epoch, "store mode switched");
@@ -542,12 +656,8 @@ impl StoreControl {
     }
 
     async fn json_to_dual_json(&self) -> Result<(), SwitchError> {
-        let pg = self.ensure_postgres().await?;
-        match tokio::time::timeout(Duration::from_secs(5), pg.check_health()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(SwitchError::Unavailable(format!("PostgreSQL is not reachable: {e}"))),
-            Err(_) => return Err(SwitchError::Unavailable("PostgreSQL did not answer within 5 s".into())),
-        }
+        let pg = self.reachable_postgres().await?;
+        self.require_single_instance(StoreMode::DualJson).await?;
         let pending = pg.pending_migrations().await.map_err(|e| SwitchError::Unavailable(e.to_string()))?.len();
         if pending > 0 {
             return Err(SwitchError::Refused(format!(
@@ -569,7 +679,7 @@ impl StoreControl {
     }
 
     async fn dual_json_to_json(&self, force: bool, timeout: Duration) -> Result<(), SwitchError> {
-        let json = self.json.clone().expect("json modes run the JSON store");
+        let json = self.json().expect("json modes run the JSON store");
         let replayer = self.replayer.lock().clone();
         let deadline = tokio::time::Instant::now() + timeout;
         let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -630,6 +740,254 @@ impl StoreControl {
         self.slot.store(Arc::new(StoreSlot { store: json, mode: StoreMode::Json }));
         Ok(())
     }
+
+    async fn reachable_postgres(&self) -> Result<Arc<PostgresStore>, SwitchError> {
+        let pg = self.ensure_postgres().await?;
+        match tokio::time::timeout(Duration::from_secs(5), pg.check_health()).await {
+            Ok(Ok(())) => Ok(pg),
+            Ok(Err(e)) => Err(SwitchError::Unavailable(format!("PostgreSQL is not reachable: {e}"))),
+            Err(_) => Err(SwitchError::Unavailable("PostgreSQL did not answer within 5 s".into())),
+        }
+    }
+
+    /// Dual modes with a JSON primary, and the flip between the dual modes, need this instance to be the only
+    /// live one (store-modes.md §2, §5).
+    async fn require_single_instance(&self, target: StoreMode) -> Result<(), SwitchError> {
+        let others: Vec<InstanceInfo> = self
+            .live_instances()
+            .await
+            .ok_or_else(|| SwitchError::Unavailable("cannot read store_instances from PostgreSQL".into()))?
+            .into_iter()
+            .filter(|i| i.id != self.config.instance_id)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = others.iter().map(|i| i.id.as_str()).collect();
+        Err(SwitchError::Refused(format!(
+            "{target} runs exactly one instance, and {} other live instance(s) are registered ({}); stop them first",
+            others.len(),
+            ids.join(", ")
+        )))
+    }
+
+    /// A primary flip needs a passing `fluxstudio validate` recorded for the current epoch, at most 24 h old.
+    async fn require_validation(&self, from: StoreMode, to: StoreMode) -> Result<(), SwitchError> {
+        if self.persisted.lock().pg_stale {
+            return Err(SwitchError::Refused(
+                "PostgreSQL is stale (a forced dual-json -> json discarded outbox entries); run `fluxstudio migrate` \
+                 and `fluxstudio validate` first"
+                    .into(),
+            ));
+        }
+        let epoch = self.epoch();
+        let advice = "run `fluxstudio validate` (exit 0) and switch again";
+        let Some(v) = self.last_validation().await else {
+            return Err(SwitchError::Refused(format!(
+                "{from} -> {to} needs a passing validation for the current epoch {epoch}, and none is recorded; {advice}"
+            )));
+        };
+        if v.epoch != epoch {
+            return Err(SwitchError::Refused(format!(
+                "{from} -> {to} needs a passing validation for the current epoch {epoch}; the last one was for epoch \
+                 {}; {advice}",
+                v.epoch
+            )));
+        }
+        let age = time::age_seconds(&v.at).unwrap_or(f64::MAX);
+        if age > 24.0 * 3600.0 {
+            return Err(SwitchError::Refused(format!(
+                "{from} -> {to} needs a validation at most 24 h old; the last passed at {}; {advice}",
+                v.at
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes the write gate: waits for in-flight writes, then holds every new one until the guard drops.
+    async fn barrier(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::sync::OwnedRwLockWriteGuard<()>, SwitchError> {
+        tokio::time::timeout_at(deadline, self.gate.clone().write_owned()).await.map_err(|_| {
+            SwitchError::Refused("in-flight writes did not finish within the switch timeout; nothing changed".into())
+        })
+    }
+
+    /// Waits until the running replay worker has applied every entry. For `store_outbox` the depth is asked from
+    /// the table itself: the worker's cached depth may predate the last commit before the barrier.
+    async fn drain(&self, deadline: tokio::time::Instant) -> Result<(), SwitchError> {
+        let replayer = self.replayer.lock().clone();
+        let Some(r) = replayer else { return Ok(()) };
+        let pg_source = r.target_name() == "json";
+        loop {
+            let depth = if pg_source {
+                let pg = self.postgres().expect("dual-postgres runs PostgreSQL");
+                PgOutbox::new(pg).refresh().await.map_err(|e| SwitchError::Unavailable(e.to_string()))?.0
+            } else {
+                r.status().depth
+            };
+            if depth == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SwitchError::NotDrained(format!(
+                    "the outbox still holds {depth} pending entries (replayed into {}); the switch waited until its \
+                     timeout; see lastReplayError in the store status",
+                    r.target_name()
+                )));
+            }
+            r.wake();
+            let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20))).await;
+        }
+    }
+
+    async fn next_state(&self, pg: &PostgresStore, mode: StoreMode) -> Result<PersistedMode, SwitchError> {
+        let mut next = self.persisted.lock().clone();
+        next.mode = mode;
+        next.epoch += 1;
+        next.since = time::now();
+        next.json_frozen_at = None;
+        self.record_in_postgres(pg, next.mode, next.epoch)
+            .await
+            .map_err(|e| SwitchError::Unavailable(format!("cannot record the store mode in PostgreSQL: {e}")))?;
+        Ok(next)
+    }
+
+    /// `dual-json -> dual-postgres` and back: outbox drained under the write barrier, then the primary's handle is
+    /// swapped and the outbox turns around.
+    async fn flip_primary(&self, to: StoreMode, timeout: Duration) -> Result<(), SwitchError> {
+        let from = self.mode();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pg = self.reachable_postgres().await?;
+        let json = self.json().expect("dual modes run the JSON store");
+        self.require_validation(from, to).await?;
+        self.require_single_instance(to).await?;
+        // Let the worker catch up while writes go on, so the pause below covers only the tail.
+        let replayer = self.replayer.lock().clone();
+        if let Some(r) = replayer {
+            r.wait_small(64, timeout / 2).await;
+        }
+        let _barrier = self.barrier(deadline).await?;
+        self.drain(deadline).await?;
+        let next = self.next_state(&pg, to).await?;
+        self.persist(next.clone())?;
+        self.stop_replayer();
+        if to == StoreMode::DualPostgres {
+            if !json.disable_outbox(false) {
+                return Err(SwitchError::NotDrained("the JSON outbox gained entries under the barrier".into()));
+            }
+            self.start_dual_postgres(next.epoch);
+            self.route_events(to);
+            self.slot.store(Arc::new(StoreSlot { store: self.dual_postgres_store(), mode: to }));
+        } else {
+            pg.disable_outbox();
+            self.start_dual_json();
+            self.route_events(to);
+            self.slot.store(Arc::new(StoreSlot { store: self.dual_json_store(), mode: to }));
+        }
+        Ok(())
+    }
+
+    /// `dual-postgres -> postgres`: the JSON side drained, its journal compacted into the files and the data dir
+    /// marked frozen, so the files are a complete rollback point that cannot become primary by accident.
+    async fn dual_postgres_to_postgres(&self, timeout: Duration) -> Result<(), SwitchError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pg = self.reachable_postgres().await?;
+        let _barrier = self.barrier(deadline).await?;
+        self.drain(deadline).await?;
+        let json = self.json().expect("dual-postgres runs the JSON store");
+        json.close()
+            .await
+            .map_err(|e| SwitchError::Unavailable(format!("cannot compact the JSON journal into the files: {e}")))?;
+        let mut next = self.next_state(&pg, StoreMode::Postgres).await?;
+        next.json_frozen_at = Some(time::now());
+        self.persist(next)?;
+        pg.disable_outbox();
+        self.stop_replayer();
+        *self.json.lock() = None;
+        self.route_events(StoreMode::Postgres);
+        self.slot.store(Arc::new(StoreSlot { store: pg, mode: StoreMode::Postgres }));
+        Ok(())
+    }
+
+    /// `postgres -> dual-postgres`: writes start recording JSON entries, PostgreSQL is exported from one
+    /// repeatable-read snapshot into the files (previous files backed up), the entries that snapshot already holds
+    /// are marked done, and the worker replays the rest into the reopened JSON store.
+    async fn postgres_to_dual_postgres(&self, timeout: Duration) -> Result<(), SwitchError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pg = self.reachable_postgres().await?;
+        self.require_single_instance(StoreMode::DualPostgres).await?;
+        {
+            let mut lock = self.json_lock.lock();
+            if lock.is_none() {
+                *lock = Some(DataDirLock::acquire(&self.data_dir).map_err(|e| SwitchError::Refused(e.to_string()))?);
+            }
+        }
+        let epoch = self.epoch() + 1;
+        {
+            let _barrier = self.barrier(deadline).await?;
+            pg.enable_outbox(epoch);
+        }
+        let result = self.export_and_open(&pg).await;
+        let json = match result {
+            Ok(json) => json,
+            Err(e) => {
+                pg.disable_outbox();
+                return Err(e);
+            }
+        };
+        *self.json.lock() = Some(json);
+        let next = match self.next_state(&pg, StoreMode::DualPostgres).await {
+            Ok(next) => next,
+            Err(e) => {
+                pg.disable_outbox();
+                *self.json.lock() = None;
+                return Err(e);
+            }
+        };
+        self.persist(next.clone())?;
+        self.start_dual_postgres(next.epoch);
+        self.route_events(StoreMode::DualPostgres);
+        self.slot.store(Arc::new(StoreSlot { store: self.dual_postgres_store(), mode: StoreMode::DualPostgres }));
+        Ok(())
+    }
+
+    async fn export_and_open(&self, pg: &PostgresStore) -> Result<Arc<JsonStore>, SwitchError> {
+        let failed = |what: &str, e: String| SwitchError::Unavailable(format!("{what}: {e}"));
+        let mut conn = pg.pool().acquire().await.map_err(|e| failed("PostgreSQL", e.to_string()))?;
+        let (state, included) = crate::migrate::validate::pg_state_and_pending(&mut conn)
+            .await
+            .map_err(|e| failed("exporting PostgreSQL", e.message))?;
+        let data_dir = self.data_dir.clone();
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let opts = crate::migrate::rollback::Options {
+            force: true,
+            backup_dir: Some(data_dir.join("backups").join(format!("export-{stamp}"))),
+            dry_run: false,
+        };
+        let report =
+            tokio::task::spawn_blocking(move || crate::migrate::rollback::write_state(&data_dir, &state, &opts))
+                .await
+                .map_err(|e| failed("export", e.to_string()))?
+                .map_err(|e| failed("writing the JSON files", e.message))?;
+        tracing::info!(backup = ?report.backup, counts = ?report.counts, "PostgreSQL exported into the JSON files");
+        // Entries whose writes the snapshot holds are done; replaying them could only repeat older after-images.
+        sqlx::query("update store_outbox set done_at = now() where seq = any($1)")
+            .bind(&included)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| failed("PostgreSQL", e.to_string()))?;
+        drop(conn);
+        let mut opts = JsonOptions::new(&self.data_dir);
+        opts.compact_bytes = self.config.json_compact_bytes;
+        opts.compact_seconds = self.config.json_compact_seconds;
+        let json = tokio::task::spawn_blocking(move || JsonStore::open(opts))
+            .await
+            .map_err(|e| failed("opening the JSON store", e.to_string()))?
+            .map_err(|e| failed("opening the JSON store", e.to_string()))?;
+        Ok(Arc::new(json))
+    }
 }
 
 /// Resolves the mode to start in: the persisted one wins over the configured one unless `FLUX_STORE_FORCE`.
@@ -668,5 +1026,8 @@ fn assert_send(c: &StoreControl, r: SwitchRequest) {
     is_send(c.dual_json_to_json(false, Duration::ZERO));
     is_send(c.status());
     is_send(c.ensure_postgres());
+    is_send(c.flip_primary(StoreMode::DualPostgres, Duration::ZERO));
+    is_send(c.postgres_to_dual_postgres(Duration::ZERO));
+    is_send(c.dual_postgres_to_postgres(Duration::ZERO));
     is_send(c.switch(r));
 }

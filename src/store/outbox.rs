@@ -297,6 +297,11 @@ impl Replayer {
         let _ = self.stop.send(true);
     }
 
+    /// Starts a pass now (a switch waiting for the drain does not wait for the poll interval).
+    pub fn wake(&self) {
+        self.source.notify().notify_one();
+    }
+
     pub fn target_name(&self) -> &'static str {
         self.target.name()
     }

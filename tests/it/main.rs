@@ -17,6 +17,7 @@ mod json_only {
     mod backup;
     mod cli;
     mod dual_json;
+    mod dual_postgres;
     mod durability;
     mod google_api;
     mod legacy_fixtures;

@@ -136,6 +136,10 @@ async fn unknown_routes_and_wrong_methods_are_route_not_found() {
             assert_eq!(h.body["store"]["mode"], "dual-json");
             assert_eq!(h.body["database"], json!({"usePostgres": false, "dualWriteEnabled": true}));
         }
+        Some("dual-postgres") => {
+            assert_eq!(h.body["store"]["mode"], "dual-postgres");
+            assert_eq!(h.body["database"], json!({"usePostgres": true, "dualWriteEnabled": true}));
+        }
         _ => {
             assert_eq!(h.body["store"]["mode"], "json");
             assert_eq!(h.body["database"], json!({"usePostgres": false, "dualWriteEnabled": false}));

@@ -57,7 +57,7 @@ pub fn test_config(data_dir: &Path, extra: &[&str]) -> Config {
     if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
         args.extend(["--rate-limit".to_owned(), "off".to_owned()]);
     }
-    // The conformance runs (FLUX_TEST_STORE=postgres or dual-json) give every server its own fresh database.
+    // The conformance runs (FLUX_TEST_STORE=postgres, dual-json or dual-postgres) give every server its own fresh database.
     if let Some(mode) = store_run().filter(|_| !extra.iter().any(|a| a.starts_with("--store"))) {
         args.extend(["--store".to_owned(), mode.to_owned(), "--database-url".to_owned(), fresh_database()]);
     }
@@ -71,12 +71,13 @@ pub fn postgres_run() -> bool {
     store_run() == Some("postgres")
 }
 
-/// The store mode of this run of the suite, when it is not the default JSON store: `postgres`, or `dual-json`
-/// (JSON primary, every write replayed into PostgreSQL through the outbox).
+/// The store mode of this run of the suite, when it is not the default JSON store: `postgres`, `dual-json`
+/// (JSON primary, every write replayed into PostgreSQL through the outbox) or `dual-postgres` (the reverse).
 pub fn store_run() -> Option<&'static str> {
     match std::env::var("FLUX_TEST_STORE").as_deref() {
         Ok("postgres") => Some("postgres"),
         Ok("dual-json") => Some("dual-json"),
+        Ok("dual-postgres") => Some("dual-postgres"),
         _ => None,
     }
 }

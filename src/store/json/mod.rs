@@ -282,6 +282,11 @@ impl JsonStore {
         self.shared.sink.store(Some(Arc::new(sink)));
     }
 
+    /// A secondary emits no events: the primary's commits already did.
+    pub fn clear_event_sink(&self) {
+        self.shared.sink.store(None);
+    }
+
     /// Applies one write: `f` decides (from the current state) what changes, the change is journaled, and the
     /// call returns once the record is fsynced. Nothing is visible to readers before that.
     pub async fn write<R>(&self, f: impl FnOnce(&State) -> StoreResult<(R, Vec<Op>)>) -> StoreResult<R> {

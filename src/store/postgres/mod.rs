@@ -338,6 +338,11 @@ impl PostgresStore {
         self.sink.store(Some(Arc::new(sink)));
     }
 
+    /// A secondary emits no events: the primary's commits already did.
+    pub fn clear_event_sink(&self) {
+        self.sink.store(None);
+    }
+
     /// Called right after a commit; events of one project are ordered by the project row lock the writes take.
     pub(crate) fn publish(&self, events: Vec<crate::domain::events::DomainEvent>) {
         if let Some(sink) = self.sink.load_full() {

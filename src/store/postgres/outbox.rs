@@ -3,6 +3,7 @@
 //! reads pending rows in `seq` order and marks them `done_at` once the JSON secondary holds them; done rows are
 //! deleted after 7 days.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,6 +33,10 @@ pub struct PgOutboxState {
     notify: Arc<Notify>,
     /// Depth and oldest pending time as of the last query (the status must not need a round trip).
     depth: Mutex<(usize, Option<String>)>,
+    /// Commits that recorded entries, and the count of them known applied: a pass that found nothing pending
+    /// after reading `written` proves every commit counted so far replayed.
+    written: AtomicU64,
+    drained: AtomicU64,
 }
 
 type PendingRow = (i64, i64, String, String, String, String, Option<Value>, chrono::DateTime<chrono::Utc>);
@@ -50,15 +55,16 @@ impl PostgresStore {
         *self.outbox.epoch.lock()
     }
 
-    /// Inside a write's transaction: one `store_outbox` row per op, when recording. The entries become visible
-    /// (and replayable) only if the write commits.
-    pub async fn record_outbox(&self, conn: &mut PgConnection, ops: &[Op]) -> StoreResult<()> {
+    /// Inside a write's transaction: one `store_outbox` row per op, when recording (`ops` is only built then). The
+    /// entries become visible (and replayable) only if the write commits.
+    pub async fn record_outbox(&self, conn: &mut PgConnection, ops: impl FnOnce() -> Vec<Op>) -> StoreResult<()> {
         let Some(epoch) = self.outbox_epoch() else { return Ok(()) };
+        let ops = ops();
         if ops.is_empty() {
             return Ok(());
         }
         let (mut keys, mut entities, mut ids, mut kinds, mut payloads) = (vec![], vec![], vec![], vec![], vec![]);
-        for op in ops {
+        for op in &ops {
             // `seq` and `at` come from the table (bigserial, created_at).
             let e = OutboxEntry::from_op(op, 0, epoch, "");
             keys.push(e.ordering_key);
@@ -83,8 +89,16 @@ impl PostgresStore {
     /// After a write that recorded entries committed: wakes the replay worker.
     pub fn outbox_committed(&self) {
         if self.outbox_epoch().is_some() {
+            self.outbox.written.fetch_add(1, Ordering::SeqCst);
             self.outbox.notify.notify_one();
         }
+    }
+
+    /// Whether some committed entry may still wait for the JSON secondary (shadow reads skip then). Coarse — the
+    /// whole outbox, not one aggregate — because asking per aggregate would cost a query per sampled read.
+    pub fn outbox_maybe_pending(&self) -> bool {
+        self.outbox.depth.lock().0 > 0
+            || self.outbox.drained.load(Ordering::SeqCst) < self.outbox.written.load(Ordering::SeqCst)
     }
 }
 
@@ -128,12 +142,14 @@ fn to_entry(row: PendingRow) -> OutboxEntry {
 #[async_trait]
 impl OutboxSource for PgOutbox {
     async fn pending(&self, limit: usize) -> Vec<OutboxEntry> {
+        let written = self.store.outbox.written.load(Ordering::SeqCst);
         let rows: Result<Vec<PendingRow>, _> =
             sqlx::query_as(PENDING).bind(limit as i64).fetch_all(self.store.pool()).await;
         match rows {
             Ok(rows) => {
                 if rows.is_empty() {
                     *self.store.outbox.depth.lock() = (0, None);
+                    self.store.outbox.drained.fetch_max(written, Ordering::SeqCst);
                 } else {
                     let _ = self.refresh().await;
                 }

@@ -74,8 +74,8 @@ impl PostgresStore {
             Op::DelProject { id } => {
                 self.delete_with_tombstone(tx, Entity::Project, id, rows::DELETE_PROJECT).await?;
             }
-            Op::PutTask { project, rec, .. } => {
-                self.put_task(tx, project, rec).await?;
+            Op::PutTask { project, pos, rec } => {
+                self.put_task(tx, project, *pos, rec).await?;
                 ids.push((Entity::Task, &rec.id));
             }
             Op::DelTask { id, .. } => {
@@ -131,19 +131,25 @@ impl PostgresStore {
         self.write_members(conn, MemberTable::Project, "project", &p.id, header.id, &p.members).await
     }
 
-    /// A task keeps the position it has; a new one goes after the project's last task (the JSON store appends).
-    async fn put_task(&self, conn: &mut PgConnection, project: &str, t: &Task) -> StoreResult<()> {
+    /// A task keeps the position it has; a new one goes after the project's last task (the JSON store appends),
+    /// and never before its index in the JSON list: while `fluxstudio migrate` backfills a project, a live task
+    /// can arrive before the older tasks, which then take positions from 0 on.
+    async fn put_task(&self, conn: &mut PgConnection, project: &str, pos: usize, t: &Task) -> StoreResult<()> {
         let project_id = storage_id(Entity::Project, project);
         let id = storage_id(Entity::Task, &t.id);
         let existing: Option<i32> =
             sqlx::query_scalar(TASK_POSITION).bind(id).fetch_optional(&mut *conn).await.map_err(|e| self.err(e))?;
         let position = match existing {
             Some(p) => p,
-            None => sqlx::query_scalar(NEXT_TASK_POSITION)
-                .bind(project_id)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?,
+            None => {
+                let next: i32 = sqlx::query_scalar(NEXT_TASK_POSITION)
+                    .bind(project_id)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                // `usize::MAX` (no index known) means "append".
+                next.max(i32::try_from(pos).unwrap_or(0))
+            }
         };
         let row = mapping::task_to_row(t, position).map_err(map_err)?;
         self.record_ids(conn, &[(Entity::Task, &t.id)]).await?;

@@ -20,6 +20,7 @@ use crate::domain::ops::{
     self, FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
 };
 use crate::domain::{time, Activity, Actor, FileRecord, Member, Milestone, Project, Task, Team, User};
+use crate::store::json::state::Op;
 use crate::store::{ActivityPage, ActivityQuery, ProjectAccess, Store, StoreError, StoreResult, UserPatch};
 
 const PROJECT_NOT_FOUND: StoreError = StoreError::NotFound { code: "project_not_found" };
@@ -70,6 +71,18 @@ fn access_from_rows(ids: &Ids, id: Uuid, creator: Uuid, members: &[MemberRow], t
         members: members.iter().map(|m| mapping::member_from_row(m, ids)).collect(),
         tasks: tasks.iter().map(|t| Arc::new(mapping::task_from_row(t, ids))).collect(),
     }
+}
+
+fn activity_op(a: &Activity) -> Op {
+    Op::AddActivity { rec: a.clone() }
+}
+
+/// The outbox entries of a member change: the project's after-image (members are part of its record) and the
+/// activity.
+fn members_ops(project: &Project, members: Vec<Member>, act: &Activity) -> Vec<Op> {
+    let mut p = project.clone();
+    p.members = members;
+    vec![Op::put_project(&p), activity_op(act)]
 }
 
 impl PostgresStore {
@@ -261,7 +274,9 @@ impl Store for PostgresStore {
         }
         self.record_ids(&mut tx, &[(Entity::User, &user.id)]).await?;
         rows::insert_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
+        self.record_outbox(&mut tx, || vec![Op::PutUser { rec: user.clone() }]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.remember_ids(&[(Entity::User, &user.id)]);
         Ok(user)
     }
@@ -294,7 +309,9 @@ impl Store for PostgresStore {
         }
         let row = mapping::user_to_row(&u).map_err(map_err)?;
         rows::update_user(&mut tx, &row).await.map_err(|e| self.err(e))?;
+        self.record_outbox(&mut tx, || vec![Op::PutUser { rec: u.clone() }]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         // Under the id the caller used: a legacy id and its storage form are different cache keys.
         self.users.forget(id);
         self.users.forget(&u.id);
@@ -325,7 +342,9 @@ impl Store for PostgresStore {
     async fn insert_team(&self, team: Team) -> StoreResult<Team> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         self.write_team(&mut tx, &team).await?;
+        self.record_outbox(&mut tx, || vec![Op::PutTeam { rec: team.clone() }]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.remember_ids(&[(Entity::Team, &team.id)]);
         Ok(team)
     }
@@ -387,7 +406,9 @@ impl Store for PostgresStore {
                 .map_err(map_err)?;
             rows::insert_member(&mut tx, header.id, &row).await.map_err(|e| self.err(e))?;
         }
+        self.record_outbox(&mut tx, || vec![Op::put_project(&project)]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         Ok(Arc::new(project))
     }
 
@@ -401,7 +422,9 @@ impl Store for PostgresStore {
         stored.progress = progress_of(&p.tasks);
         let header = mapping::project_to_header(&stored).map_err(map_err)?;
         rows::update_project(&mut tx, &header).await.map_err(|e| self.err(e))?;
+        self.record_outbox(&mut tx, || vec![Op::put_project(&stored)]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         Ok(Arc::new(p))
     }
 
@@ -419,7 +442,9 @@ impl Store for PostgresStore {
         }
         let events = vec![DomainEvent::ProjectDeleted { project_id: id.to_owned() }];
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || vec![Op::DelProject { id: id.to_owned() }]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok(())
     }
@@ -439,7 +464,13 @@ impl Store for PostgresStore {
         let counts = rows::insert_task_at_end(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
         self.store_progress(&mut tx, project, stored, counts).await?;
+        self.record_outbox(&mut tx, || {
+            let rec = task.clone();
+            vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
+        })
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok((task, activity))
     }
@@ -462,7 +493,13 @@ impl Store for PostgresStore {
         self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || {
+            let rec = task.clone();
+            vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
+        })
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok((task, activity))
     }
@@ -478,7 +515,12 @@ impl Store for PostgresStore {
         self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_deleted(project_id, task_id, actor, &activity);
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || {
+            vec![Op::DelTask { project: project_id.to_owned(), id: task.id.clone() }, activity_op(&activity)]
+        })
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok(activity)
     }
@@ -492,7 +534,8 @@ impl Store for PostgresStore {
     ) -> StoreResult<(Member, Activity)> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let loaded = self.lock_project(&mut tx, project_id, false).await?;
-        let (_, member, act) = ops::add_member(&loaded.project, user, role, actor).map_err(StoreError::Rejected)?;
+        let (members, member, act) =
+            ops::add_member(&loaded.project, user, role, actor).map_err(StoreError::Rejected)?;
         let user_id = storage_id(Entity::User, &user.id);
         let row = mapping::member_to_row("project", project_id, &member, loaded.next_member_position(), user_id)
             .map_err(map_err)?;
@@ -505,7 +548,9 @@ impl Store for PostgresStore {
         self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok((member, act))
     }
@@ -521,7 +566,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<(Member, Option<Activity>)> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let loaded = self.lock_project(&mut tx, project_id, false).await?;
-        let (_, member, act) = ops::set_member_role(&loaded.project, entry, label, role, caller_is_owner, actor)
+        let (members, member, act) = ops::set_member_role(&loaded.project, entry, label, role, caller_is_owner, actor)
             .map_err(StoreError::Rejected)?;
         let Some(act) = act else {
             // Nothing changed: nothing is written (the JSON store journals nothing either).
@@ -546,7 +591,9 @@ impl Store for PostgresStore {
         self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok((member, Some(act)))
     }
@@ -561,7 +608,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Activity> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let loaded = self.lock_project(&mut tx, project_id, false).await?;
-        let (_, act) =
+        let (members, act) =
             ops::remove_member(&loaded.project, entry, label, caller_is_owner, actor).map_err(StoreError::Rejected)?;
         let idx = loaded
             .project
@@ -583,7 +630,9 @@ impl Store for PostgresStore {
             DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
         ];
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok(act)
     }
@@ -603,7 +652,15 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, None).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || {
+            vec![
+                Op::PutMilestone { project: project_id.to_owned(), pos: usize::MAX, rec: m.clone() },
+                activity_op(&act),
+            ]
+        })
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok((m, act))
     }
@@ -625,7 +682,12 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, None).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.notify(&mut tx, &events).await?;
+        self.record_outbox(&mut tx, || {
+            vec![Op::PutMilestone { project: project_id.to_owned(), pos, rec: m.clone() }, activity_op(&act)]
+        })
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.publish(events);
         Ok((m, act))
     }
@@ -637,7 +699,9 @@ impl Store for PostgresStore {
             self.record_ids(&mut tx, &[(Entity::File, &f.id)]).await?;
             rows::upsert_file(&mut tx, row).await.map_err(|e| self.err(e))?;
         }
+        self.record_outbox(&mut tx, || files.iter().map(|f| Op::PutFile { rec: f.clone() }).collect()).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         self.remember_ids(&files.iter().map(|f| (Entity::File, f.id.as_str())).collect::<Vec<_>>());
         Ok(files)
     }
@@ -684,17 +748,24 @@ impl Store for PostgresStore {
         f.updated_at = Some(time::now());
         let row = mapping::file_to_row(&f).map_err(map_err)?;
         rows::upsert_file(&mut tx, &row).await.map_err(|e| self.err(e))?;
+        self.record_outbox(&mut tx, || vec![Op::PutFile { rec: f.clone() }]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
         Ok(f)
     }
 
     async fn delete_file(&self, id: &str) -> StoreResult<FileRecord> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let row: Option<FileRow> = sqlx::query_as(rows::DELETE_FILE)
             .bind(storage_id(Entity::File, id))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        self.file_from(None, row.ok_or(FILE_NOT_FOUND)?).await
+        let f = self.file_from(Some(&mut tx), row.ok_or(FILE_NOT_FOUND)?).await?;
+        self.record_outbox(&mut tx, || vec![Op::DelFile { id: f.id.clone() }]).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.outbox_committed();
+        Ok(f)
     }
 
     async fn list_activities(&self, project_id: &str, q: &ActivityQuery) -> StoreResult<ActivityPage> {

@@ -17,7 +17,7 @@ const ADMIN_ID: &str = "aaaaaaaa-0000-4000-8000-0000000000ad";
 const ADMIN_EMAIL: &str = "ops@example.org";
 
 /// A data dir whose only account is an admin (the admin API checks the stored user type).
-fn admin_data_dir() -> Arc<tempfile::TempDir> {
+pub(super) fn admin_data_dir() -> Arc<tempfile::TempDir> {
     let dir = Arc::new(tempfile::TempDir::new().unwrap());
     let users = json!({"users": [{
         "id": ADMIN_ID, "email": ADMIN_EMAIL, "name": "Ops", "userType": "admin",
@@ -27,12 +27,12 @@ fn admin_data_dir() -> Arc<tempfile::TempDir> {
     dir
 }
 
-fn admin_token() -> String {
+pub(super) fn admin_token() -> String {
     token_for(ADMIN_ID, ADMIN_EMAIL)
 }
 
 /// A fresh database with the current schema (the live switch requires one: `fluxstudio db migrate`).
-async fn migrated_database() -> String {
+pub(super) async fn migrated_database() -> String {
     let url = fresh_database();
     let dir = tempfile::TempDir::new().unwrap();
     let cfg = test_config(dir.path(), &["--store", "postgres", "--database-url", &url]);
@@ -55,7 +55,7 @@ async fn start_dual_json_through(dir: Arc<tempfile::TempDir>, proxied: &str) -> 
     start(dir, &["--store", "dual-json", "--database-url", proxied, "--db-acquire-timeout", "1s"]).await
 }
 
-async fn start(dir: Arc<tempfile::TempDir>, flags: &[&str]) -> TestApp {
+pub(super) async fn start(dir: Arc<tempfile::TempDir>, flags: &[&str]) -> TestApp {
     let cfg = test_config(dir.path(), flags);
     let server = fluxstudio::app::start(fluxstudio::app::ServerOptions::new(cfg, SECRET.into())).await.unwrap();
     TestApp {
@@ -67,13 +67,13 @@ async fn start(dir: Arc<tempfile::TempDir>, flags: &[&str]) -> TestApp {
     }
 }
 
-async fn status(app: &TestApp) -> Value {
+pub(super) async fn status(app: &TestApp) -> Value {
     let r = app.get("/api/admin/store", &admin_token()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.body
 }
 
-async fn wait_for_empty_outbox(app: &TestApp) -> Value {
+pub(super) async fn wait_for_empty_outbox(app: &TestApp) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(app).await;
@@ -85,7 +85,7 @@ async fn wait_for_empty_outbox(app: &TestApp) -> Value {
     }
 }
 
-async fn switch(app: &TestApp, body: Value) -> crate::support::Resp {
+pub(super) async fn switch(app: &TestApp, body: Value) -> crate::support::Resp {
     app.put("/api/admin/store", &admin_token(), body).await
 }
 
@@ -109,7 +109,7 @@ async fn project_reads(app: &TestApp, token: &str, pid: &str) -> Vec<(String, Va
 }
 
 /// A postgres-mode server on `url` (its own data dir; postgres mode takes no lock).
-async fn postgres_reader(url: &str) -> TestApp {
+pub(super) async fn postgres_reader(url: &str) -> TestApp {
     start(Arc::new(tempfile::TempDir::new().unwrap()), &["--store", "postgres", "--database-url", url]).await
 }
 
@@ -356,7 +356,7 @@ async fn forced_switch_to_json_discards_pending_entries_and_marks_postgres_stale
     assert_eq!(app.create_task(&token, &pid, "after the forced switch").await.status, 200);
 }
 
-fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(super) fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxstudio"))
         .args(["--no-env-file", "--data-dir", dir.to_str().unwrap()])
         .args(args)
