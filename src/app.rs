@@ -240,6 +240,9 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         StoreMode::Json => None,
         _ => Some(open_postgres(&config).await?),
     };
+    if let (StoreMode::DualJson | StoreMode::DualPostgres, Some(pg)) = (mode, &postgres) {
+        modes::refuse_other_instances(pg, mode, &config.instance_id).await.map_err(StartError::Config)?;
+    }
     // Switches persist the mode, and so does a start in a dual mode (its outbox is an obligation a later start must
     // not forget); a forced start over a different persisted mode records the override. A plain json or postgres
     // start writes nothing, so changing the configuration of such a deployment still takes effect.

@@ -58,6 +58,8 @@ async fn store_switch(
 }
 
 async fn user(State(state): State<AppState>, Json(req): Json<UserRequest>) -> Json<UserReply> {
+    // A write like any API write: it waits while a primary flip holds the barrier.
+    let _admitted = state.stores.admit_write().await;
     Json(usercmd::execute(&state.store(), &state.passwords, req).await)
 }
 

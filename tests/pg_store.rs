@@ -190,14 +190,14 @@ async fn migrations_create_the_schema_once() {
 
     let before = s.check().await;
     assert_eq!(before.connect_error, None);
-    assert_eq!(before.pending.len(), 3, "{before}");
+    assert_eq!(before.pending.len(), 4, "{before}");
     assert_eq!(before.exit_code(), 1, "pending migrations make db check exit 1");
 
     let first = s.migrate().await.unwrap();
-    assert_eq!(first.applied.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(first.applied.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     let second = s.migrate().await.unwrap();
     assert!(second.applied.is_empty(), "a second run applies nothing");
-    assert_eq!(second.total_applied, 3);
+    assert_eq!(second.total_applied, 4);
     assert!(s.pending_migrations().await.unwrap().is_empty());
 
     let report = s.check().await;
@@ -249,8 +249,8 @@ async fn concurrent_migrations_both_succeed() {
     let (r1, r2) = (r1.expect("first migrate"), r2.expect("second migrate"));
     let mut all: Vec<i64> = r1.applied.iter().chain(&r2.applied).map(|m| m.version).collect();
     all.sort();
-    assert_eq!(all, vec![1, 2, 3], "each migration applied exactly once");
-    assert_eq!(count(&db, "select count(*) from _sqlx_migrations where success").await, 3);
+    assert_eq!(all, vec![1, 2, 3, 4], "each migration applied exactly once");
+    assert_eq!(count(&db, "select count(*) from _sqlx_migrations where success").await, 4);
 }
 
 #[tokio::test]

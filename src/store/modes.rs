@@ -178,9 +178,10 @@ pub fn neighbours(mode: StoreMode) -> &'static [StoreMode] {
 }
 
 const HEARTBEAT: &str =
-    "insert into store_instances (instance_id, mode, epoch, heartbeat_at) values ($1, $2, $3, now()) \
-     on conflict (instance_id) do update set mode = excluded.mode, epoch = excluded.epoch, heartbeat_at = now()";
-const LIVE_INSTANCES: &str = "select instance_id, mode, epoch, heartbeat_at from store_instances \
+    "insert into store_instances (instance_id, mode, epoch, heartbeat_at, host) values ($1, $2, $3, now(), $4) \
+     on conflict (instance_id) do update set mode = excluded.mode, epoch = excluded.epoch, heartbeat_at = now(), \
+       host = excluded.host";
+const LIVE_INSTANCES: &str = "select instance_id, mode, epoch, heartbeat_at, host from store_instances \
      where heartbeat_at > now() - interval '15 seconds' order by instance_id";
 /// How often an instance refreshes its `store_instances` row; rows older than 15 s count as gone.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -451,6 +452,7 @@ impl StoreControl {
                         .bind(&control.config.instance_id)
                         .bind(mode.as_str())
                         .bind(control.epoch() as i64)
+                        .bind(hostname())
                         .execute(pg.pool())
                         .await;
                     if let Err(e) = result {
@@ -464,24 +466,7 @@ impl StoreControl {
     }
 
     async fn live_instances(&self) -> Option<Vec<InstanceInfo>> {
-        let pg = self.postgres()?;
-        let rows: Vec<(String, String, i64, chrono::DateTime<chrono::Utc>)> =
-            tokio::time::timeout(Duration::from_secs(2), sqlx::query_as(LIVE_INSTANCES).fetch_all(pg.pool()))
-                .await
-                .ok()?
-                .ok()?;
-        Some(
-            rows.into_iter()
-                .filter_map(|(id, mode, epoch, at)| {
-                    Some(InstanceInfo {
-                        id,
-                        mode: StoreMode::parse(&mode)?,
-                        epoch: epoch.max(0) as u64,
-                        heartbeat_at: time::format_ts(at),
-                    })
-                })
-                .collect(),
-        )
+        live_instances(&*self.postgres()?).await
     }
 
     /// Stops the worker after one last replay attempt (graceful shutdown, store-modes.md / issue: "attempt one
@@ -987,6 +972,69 @@ impl StoreControl {
             .map_err(|e| failed("opening the JSON store", e.to_string()))?
             .map_err(|e| failed("opening the JSON store", e.to_string()))?;
         Ok(Arc::new(json))
+    }
+}
+
+/// The instances whose `store_instances` heartbeat is younger than 15 s (`None` when PostgreSQL does not answer
+/// within 2 s).
+pub async fn live_instances(pg: &PostgresStore) -> Option<Vec<InstanceInfo>> {
+    Some(live_rows(pg).await?.into_iter().map(|(info, _)| info).collect())
+}
+
+/// Live instances with their hosts.
+async fn live_rows(pg: &PostgresStore) -> Option<Vec<(InstanceInfo, Option<String>)>> {
+    type Row = (String, String, i64, chrono::DateTime<chrono::Utc>, Option<String>);
+    let rows: Vec<Row> =
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query_as(LIVE_INSTANCES).fetch_all(pg.pool()))
+            .await
+            .ok()?
+            .ok()?;
+    Some(
+        rows.into_iter()
+            .filter_map(|(id, mode, epoch, at, host)| {
+                let info = InstanceInfo {
+                    id,
+                    mode: StoreMode::parse(&mode)?,
+                    epoch: epoch.max(0) as u64,
+                    heartbeat_at: time::format_ts(at),
+                };
+                Some((info, host))
+            })
+            .collect(),
+    )
+}
+
+/// This machine's name, as the heartbeat records it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A dual mode runs one instance (store-modes.md §2): a start that finds a live instance of another host
+/// registered on the same database refuses, naming it. On this host the data dir lock decides (and a killed
+/// instance's fresh row must not block its own restart).
+pub async fn refuse_other_instances(pg: &PostgresStore, mode: StoreMode, me: &str) -> Result<(), String> {
+    let host = hostname();
+    let others: Vec<(InstanceInfo, Option<String>)> = live_rows(pg)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(i, h)| i.id != me && h.as_deref() != Some(host.as_str()))
+        .collect();
+    match others.first() {
+        None => Ok(()),
+        Some((other, other_host)) => Err(format!(
+            "another live fluxstudio instance ({} on {}, mode {}, heartbeat {}) uses this database; json, dual-json \
+             and dual-postgres run a single instance, so this {mode} start is refused (stop it, or wait 15 s after \
+             it died)",
+            other.id,
+            other_host.as_deref().unwrap_or("an unknown host"),
+            other.mode,
+            other.heartbeat_at
+        )),
     }
 }
 

@@ -186,6 +186,22 @@ pub trait OutboxSource: Send + Sync + 'static {
     fn depth(&self) -> (usize, Option<String>);
     /// Woken by every commit that adds entries.
     fn notify(&self) -> Arc<Notify>;
+    /// Persists the attempts of the entries that are failing (all of them, replacing what was recorded), so a
+    /// restart keeps their backoff and `stuck` state: `<data dir>/outbox/status.jsonl` in dual-json, the
+    /// `attempts`/`next_attempt_at`/`last_error` columns of `store_outbox` in dual-postgres.
+    async fn record_failures(&self, failures: &[FailureRecord]);
+    /// What [`record_failures`](Self::record_failures) persisted, read when the worker starts.
+    async fn load_failures(&self) -> Vec<FailureRecord>;
+}
+
+/// The persisted form of a failing entry's retry state (one line of `status.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    pub seq: u64,
+    pub attempts: u32,
+    pub next_attempt_at: String,
+    pub last_error: String,
 }
 
 /// The secondary store.
@@ -222,6 +238,7 @@ pub struct ReplayError {
 struct Failure {
     attempts: u32,
     next_attempt: Instant,
+    last_error: String,
 }
 
 #[derive(Default)]
@@ -233,6 +250,8 @@ struct WorkerState {
     /// Set while the target as a whole is unreachable.
     target_down_until: Option<Instant>,
     target_down_attempts: u32,
+    /// The failures changed since they were last persisted.
+    failures_dirty: bool,
 }
 
 /// What `GET /api/admin/store` and `store status` show of the outbox.
@@ -358,8 +377,10 @@ impl Replayer {
 
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let notify = self.source.notify();
+        self.restore_failures().await;
         loop {
             let wait = self.pass().await;
+            self.persist_failures().await;
             self.progress.notify_waiters();
             metrics::gauge!("flux_outbox_depth").set(self.source.depth().0 as f64);
             if let Some(age) = self.status().oldest_pending_age_seconds {
@@ -467,11 +488,56 @@ impl Replayer {
         }
     }
 
+    /// Attempts survive a restart: an entry that was stuck stays stuck, and its backoff goes on where it was.
+    async fn restore_failures(&self) {
+        let records = self.source.load_failures().await;
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        let wall = chrono::Utc::now();
+        for r in records {
+            let remaining = chrono::DateTime::parse_from_rfc3339(&r.next_attempt_at)
+                .ok()
+                .and_then(|at| (at.with_timezone(&chrono::Utc) - wall).to_std().ok())
+                .unwrap_or_default();
+            st.failures.insert(
+                r.seq,
+                Failure { attempts: r.attempts, next_attempt: now + remaining, last_error: r.last_error },
+            );
+        }
+    }
+
+    async fn persist_failures(&self) {
+        let records = {
+            let mut st = self.state.lock();
+            if !st.failures_dirty {
+                return;
+            }
+            st.failures_dirty = false;
+            let now = Instant::now();
+            let wall = chrono::Utc::now();
+            st.failures
+                .iter()
+                .map(|(seq, f)| FailureRecord {
+                    seq: *seq,
+                    attempts: f.attempts,
+                    next_attempt_at: time::format_ts(
+                        wall + chrono::Duration::from_std(f.next_attempt.saturating_duration_since(now))
+                            .unwrap_or_default(),
+                    ),
+                    last_error: f.last_error.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        self.source.record_failures(&records).await;
+    }
+
     fn record_success(&self, entries: &[OutboxEntry]) {
         metrics::counter!("flux_outbox_replay_total", "result" => "ok").increment(entries.len() as u64);
         let mut st = self.state.lock();
         for e in entries {
-            st.failures.remove(&e.seq);
+            if st.failures.remove(&e.seq).is_some() {
+                st.failures_dirty = true;
+            }
         }
         st.applied_total += entries.len() as u64;
         st.last_replay_at = Some(time::now());
@@ -497,11 +563,17 @@ impl Replayer {
                 attempt = st.target_down_attempts, error = %msg, "outbox replay: secondary unavailable; backing off");
             return Some(wait);
         }
-        let f = st.failures.entry(e.seq).or_insert(Failure { attempts: 0, next_attempt: Instant::now() });
+        let f = st.failures.entry(e.seq).or_insert(Failure {
+            attempts: 0,
+            next_attempt: Instant::now(),
+            last_error: String::new(),
+        });
         f.attempts += 1;
         let wait = backoff(f.attempts);
         f.next_attempt = Instant::now() + wait;
+        f.last_error = err.message().to_owned();
         let attempts = f.attempts;
+        st.failures_dirty = true;
         if attempts >= STUCK_AFTER {
             tracing::warn!(seq = e.seq, entity = %e.entity, id = %e.id, attempt = attempts,
                 error = %err.message(), "outbox entry stuck; it keeps being retried (fluxstudio validate --repair fixes the record)");

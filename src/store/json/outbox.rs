@@ -18,9 +18,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::fs::Fs;
-use crate::store::outbox::{OutboxEntry, OutboxSource};
+use crate::store::outbox::{FailureRecord, OutboxEntry, OutboxSource};
 
 pub const PENDING_FILE: &str = "pending.jsonl";
+pub const STATUS_FILE: &str = "status.jsonl";
 pub const APPLIED_FILE: &str = "applied";
 
 struct Inner {
@@ -200,6 +201,28 @@ impl OutboxSource for JsonOutbox {
         (inner.pending.len(), inner.pending.values().next().map(|e| e.at.clone()))
     }
 
+    async fn record_failures(&self, failures: &[FailureRecord]) {
+        let mut bytes = Vec::new();
+        for f in failures {
+            bytes.extend(serde_json::to_vec(f).expect("failure records serialise"));
+            bytes.push(b'\n');
+        }
+        let (tmp, path) = (self.dir.join(format!("{STATUS_FILE}.tmp")), self.dir.join(STATUS_FILE));
+        // Losing an update only restarts a backoff; the entries themselves are safe in the journal.
+        if let Err(e) = self.fs.write_synced(&tmp, &bytes).and_then(|_| self.fs.rename(&tmp, &path)) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot record the outbox retry state");
+        }
+    }
+
+    async fn load_failures(&self) -> Vec<FailureRecord> {
+        let Ok(text) = std::fs::read_to_string(self.dir.join(STATUS_FILE)) else { return Vec::new() };
+        let pending = self.inner.lock().pending.keys().copied().collect::<std::collections::HashSet<u64>>();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<FailureRecord>(l).ok())
+            .filter(|f| pending.contains(&f.seq))
+            .collect()
+    }
+
     fn notify(&self) -> Arc<Notify> {
         self.notify.clone()
     }
@@ -270,5 +293,58 @@ mod tests {
         std::fs::write(dir.path().join("outbox/pending.jsonl"), "{\"seq\":1}\nnot json\n").unwrap();
         let err = JsonOutbox::load(dir.path(), Fs::default(), vec![]).err().unwrap();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    /// A failing entry's retry state survives a restart (`status.jsonl`); entries no longer pending are dropped.
+    #[tokio::test]
+    async fn failing_entries_keep_their_attempts_across_a_restart() {
+        use crate::store::outbox::{ApplyError, OutboxTarget, Replayer};
+        struct Refuses;
+        #[async_trait::async_trait]
+        impl OutboxTarget for Refuses {
+            fn name(&self) -> &'static str {
+                "refuses"
+            }
+            async fn apply(&self, _: &OutboxEntry) -> Result<(), ApplyError> {
+                Err(ApplyError::Failed("value refused by the secondary".into()))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("outbox").join(STATUS_FILE);
+        let attempts = |path: &Path| -> u32 {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| serde_json::from_str::<FailureRecord>(l).ok()))
+                .map_or(0, |f| f.attempts)
+        };
+        let ob = Arc::new(JsonOutbox::load(dir.path(), Fs::default(), vec![]).unwrap());
+        ob.push(vec![entry(1)]);
+        let r = Replayer::start(ob.clone(), Arc::new(Refuses), std::time::Duration::from_millis(20));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while attempts(&status) < 3 {
+            assert!(std::time::Instant::now() < deadline, "the failures were never recorded");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        r.stop();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let before = attempts(&status);
+        let line: FailureRecord =
+            serde_json::from_str(std::fs::read_to_string(&status).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!((line.seq, line.last_error.as_str()), (1, "value refused by the secondary"));
+
+        // Restarted: the counting goes on from there instead of starting at 1 again.
+        let ob = Arc::new(JsonOutbox::load(dir.path(), Fs::default(), vec![entry(1), entry(2)]).unwrap());
+        let restored = ob.load_failures().await;
+        assert_eq!(restored.iter().map(|f| (f.seq, f.attempts)).collect::<Vec<_>>(), vec![(1, before)]);
+        let r = Replayer::start(ob.clone(), Arc::new(Refuses), std::time::Duration::from_millis(20));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while attempts(&status) <= before {
+            assert!(std::time::Instant::now() < deadline, "the restored entry was not retried");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        r.stop();
+        // An entry that is no longer pending has no retry state to restore.
+        ob.mark_applied(&[1, 2]).await;
+        assert!(ob.load_failures().await.is_empty());
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::PostgresStore;
 use crate::domain::time;
 use crate::store::json::state::Op;
-use crate::store::outbox::{OutboxEntry, OutboxSource};
+use crate::store::outbox::{FailureRecord, OutboxEntry, OutboxSource};
 use crate::store::StoreResult;
 
 const INSERT_ENTRIES: &str = "insert into store_outbox (epoch, ordering_key, entity, entity_id, op, payload) \
@@ -24,6 +24,12 @@ const PENDING: &str = "select seq, epoch, ordering_key, entity, entity_id, op, p
      where done_at is null order by seq limit $1";
 const MARK_DONE: &str = "update store_outbox set done_at = now() where seq = any($1)";
 const DEPTH: &str = "select count(*), min(created_at) from store_outbox where done_at is null";
+const RECORD_FAILURES: &str = "update store_outbox o set attempts = f.attempts, \
+       next_attempt_at = f.next_at::timestamptz, last_error = f.error \
+     from unnest($1::bigint[], $2::int[], $3::text[], $4::text[]) as f(seq, attempts, next_at, error) \
+     where o.seq = f.seq and o.done_at is null";
+const LOAD_FAILURES: &str = "select seq, attempts, next_attempt_at, coalesce(last_error, '') from store_outbox \
+     where done_at is null and attempts > 0";
 const PRUNE: &str = "delete from store_outbox where done_at < now() - interval '7 days'";
 
 /// Outbox recording state of a PostgreSQL store (`None` epoch: not recording).
@@ -180,5 +186,36 @@ impl OutboxSource for PgOutbox {
 
     fn notify(&self) -> Arc<Notify> {
         self.store.outbox.notify.clone()
+    }
+
+    async fn record_failures(&self, failures: &[FailureRecord]) {
+        // Entries that recovered are done (their attempts no longer matter); only failing ones are updated.
+        let seqs: Vec<i64> = failures.iter().map(|f| f.seq as i64).collect();
+        let attempts: Vec<i32> = failures.iter().map(|f| f.attempts as i32).collect();
+        let next: Vec<String> = failures.iter().map(|f| f.next_attempt_at.clone()).collect();
+        let errors: Vec<String> = failures.iter().map(|f| f.last_error.clone()).collect();
+        let result = sqlx::query(RECORD_FAILURES)
+            .bind(&seqs)
+            .bind(&attempts)
+            .bind(&next)
+            .bind(&errors)
+            .execute(self.store.pool())
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot record the outbox retry state");
+        }
+    }
+
+    async fn load_failures(&self) -> Vec<FailureRecord> {
+        let rows: Vec<(i64, i32, chrono::DateTime<chrono::Utc>, String)> =
+            sqlx::query_as(LOAD_FAILURES).fetch_all(self.store.pool()).await.unwrap_or_default();
+        rows.into_iter()
+            .map(|(seq, attempts, next, last_error)| FailureRecord {
+                seq: seq.max(0) as u64,
+                attempts: attempts.max(0) as u32,
+                next_attempt_at: time::format_ts(next),
+                last_error,
+            })
+            .collect()
     }
 }
