@@ -449,3 +449,36 @@ async fn a_row_postgresql_refuses_becomes_a_row_error_and_the_rest_of_its_batch_
     assert!(errors[0]["reason"].as_str().unwrap().contains("files_filename_key"), "{}", errors[0]);
     assert_eq!(count(&db, "select count(*) from files").await, 2);
 }
+
+/// The round trip of issue 6 at scale: a gen-legacy set of 100,000 tasks (with the generator's legacy quirks)
+/// → migrate → validate → rollback into an empty dir → validate, each step exit 0 and 100 %.
+#[tokio::test]
+async fn a_100k_task_gen_legacy_set_round_trips_through_migrate_validate_rollback_validate() {
+    let source = TempDir::new().unwrap();
+    let gen = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/gen-legacy"))
+        .args(["--out", source.path().to_str().unwrap(), "--users", "2000", "--projects", "1000"])
+        .args(["--tasks-per-project", "100", "--teams", "200", "--files", "2000", "--seed", "7"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("gen-legacy runs (python3)");
+    assert!(gen.success());
+    let db = fresh_database();
+    let migrated = run(source.path(), &db, &["migrate", "--json"], &[]);
+    assert_eq!(migrated.code, 0, "{}{}", migrated.stdout, migrated.stderr);
+    let moved = migrated.json();
+    assert_eq!(moved["entities"]["tasks"]["inserted"], 100_000, "{moved}");
+
+    let check = run(source.path(), &db, &["validate", "--json"], &[]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert_eq!(check.json()["totals"]["differences"], 0);
+
+    let target = TempDir::new().unwrap();
+    let back = run(target.path(), &db, &["rollback", "--json"], &[]);
+    assert_eq!(back.code, 0, "{}{}", back.stdout, back.stderr);
+    assert_eq!(back.json()["counts"]["tasks"], 100_000);
+    let check = run(target.path(), &db, &["validate", "--json"], &[]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    let report = check.json();
+    assert_eq!(report["totals"]["differences"], 0, "{report}");
+    assert_eq!(report["entities"]["tasks"]["matched"], 100_000, "{report}");
+}
