@@ -277,6 +277,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     };
     let has_json = opened.json.is_some();
     let stores = StoreControl::new(config.clone(), mode, persisted, opened.json, postgres, hooks);
+    stores.record_started_mode().await;
     let state = AppState(Arc::new(Inner {
         realtime: realtime.clone(),
         jwt: Jwt::new(&opts.jwt_secret),

@@ -629,6 +629,20 @@ impl StoreControl {
         Ok(())
     }
 
+    /// A start in a dual mode records its mode and epoch in `store_state` (the data dir's state file is the
+    /// authority for a single-instance mode), so that `validate` records its pass for this epoch.
+    pub async fn record_started_mode(&self) {
+        let mode = self.mode();
+        if secondary_of(mode).is_none() {
+            return;
+        }
+        if let Some(pg) = self.postgres() {
+            if let Err(e) = self.record_in_postgres(&pg, mode, self.epoch()).await {
+                tracing::warn!(error = %e, "could not record the store mode in PostgreSQL's store_state");
+            }
+        }
+    }
+
     async fn record_in_postgres(&self, pg: &PostgresStore, mode: StoreMode, epoch: u64) -> Result<(), StoreError> {
         sqlx::query(UPSERT_STORE_STATE)
             .bind(mode.as_str())

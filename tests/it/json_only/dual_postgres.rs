@@ -209,9 +209,14 @@ async fn dual_postgres_replays_every_write_into_the_json_files() {
     let (code, out, err) = cli(dir.path(), &["--database-url", &url, "validate"], &[]);
     assert_eq!(code, 0, "{out}{err}");
 
-    // The persisted dual-postgres wins at the next start.
+    // The persisted dual-postgres wins at the next start, and the validation above counts for its epoch (a start
+    // records its mode in store_state): the flip back to dual-json is allowed.
     let app = start(dir.clone(), &["--database-url", &url]).await;
     assert_eq!(status(&app).await["mode"], "dual-postgres");
+    let (code, out, err) = cli(dir.path(), &["--database-url", &url, "validate"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    switch_ok(&app, "dual-json").await;
+    assert_eq!(status(&app).await["primary"], "json");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
