@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
+use crate::store::json::state::Op;
 use crate::usercmd::{self, UserReply, UserRequest};
 
 pub fn serve(path: &Path, state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::Result<JoinHandle<()>> {
@@ -33,6 +34,7 @@ pub fn serve(path: &Path, state: AppState, mut shutdown: watch::Receiver<bool>) 
         .route("/v1/ping", get(|| async { Json(serde_json::json!({ "ok": true })) }))
         .route("/v1/user", post(user))
         .route("/v1/store", get(store_status).put(store_switch))
+        .route("/v1/apply", post(apply_ops))
         .with_state(state);
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -61,6 +63,40 @@ async fn user(State(state): State<AppState>, Json(req): Json<UserRequest>) -> Js
     // A write like any API write: it waits while a primary flip holds the barrier.
     let _admitted = state.stores.admit_write().await;
     Json(usercmd::execute(&state.store(), &state.passwords, req).await)
+}
+
+/// `validate --repair` towards JSON while this server owns the files: PostgreSQL's after-images (journal ops)
+/// applied to the JSON store in one journaled write. Only when JSON is not the source of truth.
+async fn apply_ops(State(state): State<AppState>, Json(ops): Json<Vec<Op>>) -> Response {
+    use axum::http::StatusCode;
+    let refuse = |status: StatusCode, message: String| (status, Json(serde_json::json!({ "message": message })));
+    let mode = state.stores.mode();
+    if crate::store::modes::primary_of(mode) == "json" {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("the JSON store is the source of truth in mode {mode}; repair goes towards PostgreSQL"),
+        )
+        .into_response();
+    }
+    let Some(json) = state.stores.json() else {
+        return refuse(StatusCode::CONFLICT, format!("the JSON files are frozen in mode {mode}")).into_response();
+    };
+    let _admitted = state.stores.admit_write().await;
+    let n = ops.len();
+    match json.apply_ops(ops).await {
+        Ok(()) => Json(serde_json::json!({ "applied": n })).into_response(),
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// Client side of `/v1/apply`.
+pub async fn send_ops(path: &Path, ops: &[Op]) -> Result<(), String> {
+    let body = serde_json::to_vec(ops).map_err(|e| e.to_string())?;
+    let (status, bytes) = request(path, "POST", "/v1/apply", Some(body)).await?;
+    if !status.is_success() {
+        return Err(format!("the server answered {status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    Ok(())
 }
 
 /// Client side, used by the CLI.

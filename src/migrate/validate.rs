@@ -13,6 +13,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::flat::{differing_fields, flatten, Flat};
 use super::{db_failure, Failure, Kind, PersistedMode};
+use crate::store::json::state::Op;
 use crate::store::json::state::State;
 use crate::store::postgres::bulk::{self, OnConflict};
 use crate::store::postgres::ids::{storage_id, Entity};
@@ -370,7 +371,7 @@ pub async fn run(store: &PostgresStore, data_dir: &Path, opts: &Options) -> Resu
         let before = entities.values().map(EntityResult::differences).sum();
         let changes = match source {
             Side::Json => repair_postgres(store, &mut conn, &sides, &entities).await?,
-            Side::Postgres => repair_json(data_dir, &sides.pg, &entities).await?,
+            Side::Postgres => repair_json(data_dir, &sides, &entities).await?,
         };
         repaired = Some(Repaired { differences_before: before, changes });
         let pend = pending(&mut conn, data_dir, opts.json_pending.as_ref()).await?;
@@ -564,6 +565,108 @@ async fn repair_postgres(
     Ok(changes)
 }
 
+/// PostgreSQL is the source and a server holds the data dir (dual-postgres): the differing records go to the
+/// server's JSON store as journal ops through its control socket (`POST /v1/apply`). Users, teams and files are
+/// replaced or deleted by id; a project is replaced whole — header, members, tasks, milestones and its activity
+/// log — by deleting it and putting PostgreSQL's version back in the same journal record.
+async fn repair_json_through_server(
+    data_dir: &Path,
+    sides: &Sides,
+    entities: &IndexMap<String, EntityResult>,
+) -> Result<Vec<Change>, Failure> {
+    let (ops, changes) = repair_ops(&sides.pg, &sides.json, entities);
+    if ops.is_empty() {
+        return Ok(changes);
+    }
+    crate::control::send_ops(&data_dir.join(".control.sock"), &ops)
+        .await
+        .map_err(|e| Failure::other(format!("repair through the running server: {e}")))?;
+    Ok(changes)
+}
+
+/// The journal ops that make the JSON side hold PostgreSQL's version of every differing record.
+fn repair_ops(pg: &State, json: &State, entities: &IndexMap<String, EntityResult>) -> (Vec<Op>, Vec<Change>) {
+    let mut ops = Vec::new();
+    let mut changes = Vec::new();
+    let mut note = |kind: Kind, id: &str, present: bool, existed: bool| {
+        let action = match (present, existed) {
+            (false, _) => "delete",
+            (true, false) => "insert",
+            (true, true) => "overwrite",
+        };
+        changes.push(Change { entity: kind.name().into(), id: id.into(), action: action.into(), target: Side::Json });
+    };
+    let ids = |kinds: &[Kind]| -> Vec<String> {
+        let mut all: Vec<String> = kinds
+            .iter()
+            .flat_map(|k| {
+                let (a, b) = differing_json(entities, *k);
+                a.into_iter().chain(b)
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    for id in ids(&[Kind::Users]) {
+        note(Kind::Users, &id, pg.users.contains_key(&id), json.users.contains_key(&id));
+        ops.push(match pg.users.get(&id) {
+            Some(u) => Op::PutUser { rec: (**u).clone() },
+            None => Op::DelUser { id },
+        });
+    }
+    let mut teams: Vec<String> =
+        ids(&[Kind::Teams, Kind::TeamMembers]).iter().map(|i| parent_of(i).to_owned()).collect();
+    teams.dedup();
+    for id in teams {
+        note(Kind::Teams, &id, pg.teams.contains_key(&id), json.teams.contains_key(&id));
+        ops.push(match pg.teams.get(&id) {
+            Some(t) => Op::PutTeam { rec: (**t).clone() },
+            None => Op::DelTeam { id },
+        });
+    }
+    let mut projects: Vec<String> = Vec::new();
+    for id in ids(&[Kind::Projects, Kind::ProjectMembers]) {
+        projects.push(parent_of(&id).to_owned());
+    }
+    for id in ids(&[Kind::Tasks, Kind::Milestones]) {
+        projects.extend(owner_project(pg, &id).into_iter().chain(owner_project(json, &id)));
+    }
+    for id in ids(&[Kind::Activities]) {
+        let present = pg.activities.values().any(|l| l.oldest_first().any(|a| a.id == id));
+        let existed = json.activities.values().any(|l| l.oldest_first().any(|a| a.id == id));
+        note(Kind::Activities, &id, present, existed);
+        projects.extend([pg, json].iter().find_map(|s| {
+            s.activities.iter().find(|(_, l)| l.oldest_first().any(|a| a.id == id)).map(|(p, _)| p.clone())
+        }));
+    }
+    projects.sort();
+    projects.dedup();
+    for id in projects {
+        note(Kind::Projects, &id, pg.projects.contains_key(&id), json.projects.contains_key(&id));
+        ops.push(Op::DelProject { id: id.clone() });
+        let Some(p) = pg.projects.get(&id) else { continue };
+        ops.push(Op::put_project(p));
+        for (pos, t) in p.tasks.iter().enumerate() {
+            ops.push(Op::PutTask { project: id.clone(), pos, rec: (**t).clone() });
+        }
+        for (pos, m) in p.milestones.iter().enumerate() {
+            ops.push(Op::PutMilestone { project: id.clone(), pos, rec: m.clone() });
+        }
+        if let Some(log) = pg.activities.get(&id) {
+            ops.extend(log.oldest_first().map(|a| Op::AddActivity { rec: a.clone() }));
+        }
+    }
+    for id in ids(&[Kind::Files]) {
+        note(Kind::Files, &id, pg.files.contains_key(&id), json.files.contains_key(&id));
+        ops.push(match pg.files.get(&id) {
+            Some(f) => Op::PutFile { rec: (**f).clone() },
+            None => Op::DelFile { id },
+        });
+    }
+    (ops, changes)
+}
+
 fn owner_project(state: &State, child: &str) -> Option<String> {
     state
         .projects
@@ -585,17 +688,19 @@ fn legacy(entity: Entity, id: &str) -> Vec<(&'static str, String, uuid::Uuid)> {
 /// running this is refused (exit 2); going through its control socket is a later slice.
 async fn repair_json(
     data_dir: &Path,
-    pg: &State,
+    sides: &Sides,
     entities: &IndexMap<String, EntityResult>,
 ) -> Result<Vec<Change>, Failure> {
     use crate::store::json::state::FileKey;
-    let lock = super::lock_data_dir(data_dir, "repair towards JSON").map_err(|e| Failure {
-        code: e.code,
-        message: format!(
-            "{}; repairing through the running server (the control-socket path) is a later slice",
-            e.message
-        ),
-    })?;
+    let pg = &sides.pg;
+    let lock = match super::lock_data_dir(data_dir, "repair towards JSON") {
+        Ok(lock) => lock,
+        // A running server owns the files: the repair goes through it (its journal), as after-images.
+        Err(_) if data_dir.join(".control.sock").exists() => {
+            return repair_json_through_server(data_dir, sides, entities).await
+        }
+        Err(e) => return Err(e),
+    };
     let mut json = super::read_json(data_dir, true)?;
     let mut changes = Vec::new();
     let mut dirty: Vec<FileKey> = Vec::new();

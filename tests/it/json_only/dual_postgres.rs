@@ -203,6 +203,27 @@ async fn dual_postgres_replays_every_write_into_the_json_files() {
     assert_eq!(titles, ["t0", "t2", "t3", "t4"]);
     assert_eq!(p.tasks[0].status, "completed");
     assert_eq!(p.milestones.len(), 1);
+
+    // validate --repair while the server runs: PostgreSQL is the source, its versions reach the JSON store through
+    // the control socket (a changed field, and a milestone that no longer exists in PostgreSQL).
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let changed = format!("update tasks set title = 'changed behind its back' where id = '{}'", tasks[2]);
+        sqlx::query(sqlx::AssertSqlSafe(changed)).execute(&mut db).await.unwrap();
+        sqlx::query("delete from milestones").execute(&mut db).await.unwrap();
+    }
+    let (code, out, err) = cli(dir.path(), &["--database-url", &url, "validate"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("mismatched: title"), "{out}");
+    let (code, out, err) = cli(dir.path(), &["--database-url", &url, "validate", "--repair"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("repaired"), "{out}");
+    let p = fluxstudio::store::Store::get_project(&*json_copy, &pid).await.unwrap().unwrap();
+    assert_eq!(p.tasks[1].title, "changed behind its back");
+    assert!(p.milestones.is_empty());
+    let (code, out, err) = cli(dir.path(), &["--database-url", &url, "validate"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
     app.stop().await;
     let files = task_ids_in_files(dir.path());
     assert!(tasks.iter().enumerate().all(|(i, t)| (i == 1) != files.contains(t)), "{files:?}");
