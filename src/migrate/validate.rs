@@ -316,14 +316,7 @@ async fn wait_outbox(conn: &mut PgConnection, data_dir: &Path, opts: &Options, l
 
 /// PostgreSQL from one repeatable-read snapshot.
 pub async fn pg_state(conn: &mut PgConnection) -> Result<State, Failure> {
-    let mut tx = conn.begin().await.map_err(db_failure)?;
-    sqlx::query("set transaction isolation level repeatable read, read only")
-        .execute(&mut *tx)
-        .await
-        .map_err(db_failure)?;
-    let snap = bulk::export(&mut tx).await.map_err(db_failure)?;
-    tx.commit().await.map_err(db_failure)?;
-    Ok(super::state_of(snap))
+    Ok(pg_state_and_pending(conn).await?.0)
 }
 
 /// As [`pg_state`], plus the `store_outbox` entries still pending in the same snapshot: exactly the entries whose

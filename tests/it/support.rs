@@ -341,6 +341,30 @@ pub struct ChildServer {
     pub base: String,
 }
 
+impl ChildServer {
+    /// `POST path` with a JSON body (and a bearer token when given): the status and the JSON answer.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (reqwest::StatusCode, Value) {
+        let mut req = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs up `email` and creates a project: (token, project id).
+    pub async fn signup_with_project(&self, email: &str, project: &str) -> (String, String) {
+        let (_, r) = self
+            .post("/api/auth/signup", None, json!({"email": email, "password": "password-123", "name": "Child"}))
+            .await;
+        let token = r["token"].as_str().expect("signed up").to_owned();
+        let (_, r) = self.post("/api/projects", Some(&token), json!({ "name": project })).await;
+        let pid = r["project"]["id"].as_str().expect("project created").to_owned();
+        (token, pid)
+    }
+}
+
 pub fn spawn_child(dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> ChildServer {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fluxstudio"))

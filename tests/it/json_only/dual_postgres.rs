@@ -274,43 +274,18 @@ async fn entries_pending_at_a_kill_9_reach_the_json_files_after_the_restart() {
     let dir = admin_data_dir();
     let (code, out, err) = cli(dir.path(), &["--database-url", &url, "migrate"], &[]);
     assert_eq!(code, 0, "{out}{err}");
-    let mut child = spawn_child(dir.path(), &["--store", "dual-postgres", "--database-url", &url], &[]);
-    let client = reqwest::Client::new();
-    let signup: Value = client
-        .post(format!("{}/api/auth/signup", child.base))
-        .json(&json!({"email": "kill.dp@example.com", "password": "password-123", "name": "Kill"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = signup["token"].as_str().unwrap().to_owned();
-    let r: Value = client
-        .post(format!("{}/api/projects", child.base))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Killed"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = r["project"]["id"].as_str().unwrap().to_owned();
+    let child = spawn_child(dir.path(), &["--store", "dual-postgres", "--database-url", &url], &[]);
+    let (token, pid) = child.signup_with_project("kill.dp@example.com", "Killed").await;
+    let child = Arc::new(child);
     let writers = (0..4).map(|w| {
-        let (client, base, token, pid) = (client.clone(), child.base.clone(), token.clone(), pid.clone());
+        let (child, token, pid) = (child.clone(), token.clone(), pid.clone());
         tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..25 {
-                let resp = client
-                    .post(format!("{base}/api/projects/{pid}/tasks"))
-                    .bearer_auth(&token)
-                    .json(&json!({"title": format!("w{w} #{i}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), reqwest::StatusCode::OK);
-                acked.push(resp.json::<Value>().await.unwrap()["task"]["id"].as_str().unwrap().to_owned());
+                let path = format!("/api/projects/{pid}/tasks");
+                let (status, r) = child.post(&path, Some(&token), json!({"title": format!("w{w} #{i}")})).await;
+                assert_eq!(status, reqwest::StatusCode::OK);
+                acked.push(r["task"]["id"].as_str().unwrap().to_owned());
             }
             acked
         })
@@ -319,6 +294,7 @@ async fn entries_pending_at_a_kill_9_reach_the_json_files_after_the_restart() {
     for w in writers.collect::<Vec<_>>() {
         acknowledged.extend(w.await.unwrap());
     }
+    let mut child = Arc::try_unwrap(child).unwrap_or_else(|_| panic!("writers are done"));
     child.child.kill().unwrap();
     let _ = child.child.wait();
     let pending: i64 = {
