@@ -12,6 +12,7 @@ use crate::config::{Config, StoreMode};
 use crate::store::json::lock::DataDirLock;
 use crate::store::json::{JsonOptions, JsonStore};
 use crate::store::modes::{self, neighbours, PersistedMode};
+use crate::store::postgres::PostgresStore;
 
 pub async fn run(cfg: Config, cmd: StoreCommand) -> i32 {
     match cmd {
@@ -225,7 +226,142 @@ async fn switch(cfg: &Config, server: &ServerArgs, target: StoreMode, force: boo
     }
 }
 
-/// The persisted mode of a stopped server, changed after the live switch's preconditions (json ⇄ dual-json).
+/// Why an offline switch did not happen: exit code and message (1 refused, 2 usage/lock/data, 3 unreachable).
+struct Refusal(i32, String);
+
+fn refused(message: impl Into<String>) -> Refusal {
+    Refusal(1, format!("refused: {}", message.into()))
+}
+
+async fn open_json(cfg: &Config) -> Result<JsonStore, Refusal> {
+    let opts = JsonOptions::new(&cfg.data_dir);
+    match tokio::task::spawn_blocking(move || JsonStore::open(opts)).await {
+        Ok(Ok(j)) => Ok(j),
+        Ok(Err(e)) => Err(Refusal(2, format!("fluxstudio: cannot open the JSON store: {e}"))),
+        Err(e) => Err(Refusal(1, format!("fluxstudio: {e}"))),
+    }
+}
+
+async fn postgres(cfg: &Config, target: StoreMode) -> Result<std::sync::Arc<PostgresStore>, Refusal> {
+    if cfg.database_url.is_none() {
+        return Err(refused(format!("{target} needs PostgreSQL and no database is configured (DATABASE_URL or DB_*)")));
+    }
+    let pg = crate::app::connect_postgres(cfg).await.map_err(|e| Refusal(3, format!("fluxstudio: {e}")))?;
+    match pg.pending_migrations().await {
+        Ok(p) if p.is_empty() => Ok(pg),
+        Ok(p) => Err(refused(format!("{} schema migrations pending; run `fluxstudio db migrate`", p.len()))),
+        Err(e) => Err(Refusal(3, format!("fluxstudio: {e}"))),
+    }
+}
+
+/// Offline, nothing writes: the only instance that may be live is none.
+async fn no_live_instance(pg: &PostgresStore, target: StoreMode) -> Result<(), Refusal> {
+    let live = modes::live_instances(pg).await.ok_or_else(|| Refusal(3, "cannot read store_instances".into()))?;
+    match live.first() {
+        None => Ok(()),
+        Some(i) => Err(refused(format!(
+            "{target} runs a single instance and {} is live (mode {}, heartbeat {}); stop it first",
+            i.id, i.mode, i.heartbeat_at
+        ))),
+    }
+}
+
+async fn store_outbox_pending(pg: &PostgresStore) -> Result<i64, Refusal> {
+    sqlx::query_scalar("select count(*) from store_outbox where done_at is null")
+        .fetch_one(pg.pool())
+        .await
+        .map_err(|e| Refusal(3, format!("fluxstudio: {e}")))
+}
+
+/// The preconditions and the data work of one offline step; the caller persists the new mode.
+async fn offline_step(
+    cfg: &Config,
+    from: StoreMode,
+    target: StoreMode,
+    force: bool,
+    state: &mut PersistedMode,
+) -> Result<Option<std::sync::Arc<PostgresStore>>, Refusal> {
+    let replay_first = |n: usize| {
+        refused(format!(
+            "the outbox holds {n} entries not yet replayed; start the server in {from} to replay them first"
+        ))
+    };
+    Ok(match (from, target) {
+        (StoreMode::Json, StoreMode::DualJson) => Some(postgres(cfg, target).await?),
+        (StoreMode::DualJson, StoreMode::Json) => {
+            let json = open_json(cfg).await?;
+            let pending = json.outbox().pending_snapshot().len();
+            if pending > 0 && !force {
+                let _ = json.close().await;
+                return Err(refused(format!(
+                    "the outbox holds {pending} entries not yet in PostgreSQL; start the server in dual-json to \
+                     replay them, or use --force (discards them and marks PostgreSQL stale)"
+                )));
+            }
+            if pending > 0 {
+                json.disable_outbox(true);
+                state.pg_stale = true;
+            }
+            let _ = json.close().await;
+            None
+        }
+        (StoreMode::DualJson, StoreMode::DualPostgres) => {
+            let json = open_json(cfg).await?;
+            let pending = json.outbox().pending_snapshot().len();
+            let _ = json.close().await;
+            if pending > 0 {
+                return Err(replay_first(pending));
+            }
+            let pg = postgres(cfg, target).await?;
+            modes::validation_allows(&pg, state, from, target).await.map_err(refused)?;
+            no_live_instance(&pg, target).await?;
+            Some(pg)
+        }
+        (StoreMode::DualPostgres, StoreMode::DualJson) | (StoreMode::DualPostgres, StoreMode::Postgres) => {
+            let pg = postgres(cfg, target).await?;
+            let pending = store_outbox_pending(&pg).await?;
+            if pending > 0 {
+                return Err(replay_first(pending as usize));
+            }
+            no_live_instance(&pg, target).await?;
+            if target == StoreMode::DualJson {
+                modes::validation_allows(&pg, state, from, target).await.map_err(refused)?;
+            } else {
+                // The journal compacted into the files (the JSON store's clean close), then the files frozen.
+                let json = open_json(cfg).await?;
+                json.close().await.map_err(|e| Refusal(1, format!("fluxstudio: compacting the JSON journal: {e}")))?;
+                state.json_frozen_at = Some(crate::domain::time::now());
+            }
+            Some(pg)
+        }
+        (StoreMode::Postgres, StoreMode::DualPostgres) => {
+            let pg = postgres(cfg, target).await?;
+            no_live_instance(&pg, target).await?;
+            let mut conn = pg.pool().acquire().await.map_err(|e| Refusal(3, format!("fluxstudio: {e}")))?;
+            let (snapshot, _) = crate::migrate::validate::pg_state_and_pending(&mut conn)
+                .await
+                .map_err(|e| Refusal(e.code, format!("fluxstudio: {}", e.message)))?;
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+            let opts = crate::migrate::rollback::Options {
+                force: true,
+                backup_dir: Some(cfg.data_dir.join("backups").join(format!("export-{stamp}"))),
+                dry_run: false,
+            };
+            let report = crate::migrate::rollback::write_state(&cfg.data_dir, &snapshot, &opts)
+                .map_err(|e| Refusal(e.code, format!("fluxstudio: {}", e.message)))?;
+            println!(
+                "exported PostgreSQL into {} (backup {})",
+                cfg.data_dir.display(),
+                report.backup.unwrap_or_default()
+            );
+            state.json_frozen_at = None;
+            Some(pg)
+        }
+        _ => unreachable!("neighbours() allows one step only"),
+    })
+}
+
+/// The persisted mode of a stopped server, changed after the same preconditions as the live switch.
 async fn switch_offline(cfg: &Config, target: StoreMode, force: bool) -> i32 {
     let _lock = match DataDirLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
@@ -250,68 +386,26 @@ async fn switch_offline(cfg: &Config, target: StoreMode, force: bool) -> i32 {
         println!("refused: {from} -> {target} skips a step; allowed next modes: {}", allowed.join(", "));
         return 1;
     }
-    match (from, target) {
-        (StoreMode::Json, StoreMode::DualJson) => {
-            if cfg.database_url.is_none() {
-                println!("refused: dual-json needs PostgreSQL and no database is configured (DATABASE_URL or DB_*)");
-                return 1;
+    let pg = match offline_step(cfg, from, target, force, &mut state).await {
+        Ok(pg) => pg,
+        Err(Refusal(code, message)) => {
+            if code == 1 {
+                println!("{message}");
+            } else {
+                eprintln!("{message}");
             }
-            let pg = match crate::app::connect_postgres(cfg).await {
-                Ok(pg) => pg,
-                Err(e) => {
-                    eprintln!("fluxstudio: {e}");
-                    return 3;
-                }
-            };
-            match pg.pending_migrations().await {
-                Ok(p) if p.is_empty() => {}
-                Ok(p) => {
-                    println!("refused: {} schema migrations pending; run `fluxstudio db migrate`", p.len());
-                    return 1;
-                }
-                Err(e) => {
-                    eprintln!("fluxstudio: {e}");
-                    return 3;
-                }
-            }
+            return code;
         }
-        (StoreMode::DualJson, StoreMode::Json) => {
-            let opts = JsonOptions::new(&cfg.data_dir);
-            let json = match tokio::task::spawn_blocking(move || JsonStore::open(opts)).await {
-                Ok(Ok(j)) => j,
-                Ok(Err(e)) => {
-                    eprintln!("fluxstudio: cannot open the JSON store: {e}");
-                    return 2;
-                }
-                Err(e) => {
-                    eprintln!("fluxstudio: {e}");
-                    return 1;
-                }
-            };
-            let pending = json.outbox().pending_snapshot().len();
-            if pending > 0 && !force {
-                println!(
-                    "refused: the outbox holds {pending} entries not yet in PostgreSQL; start the server in dual-json \
-                     to replay them, or use --force (discards them and marks PostgreSQL stale)"
-                );
-                let _ = json.close().await;
-                return 1;
-            }
-            if pending > 0 {
-                json.disable_outbox(true);
-                state.pg_stale = true;
-            }
-            let _ = json.close().await;
-        }
-        _ => {
-            println!("refused: {from} -> {target} is not available in this version yet (json <-> dual-json only)");
-            return 1;
-        }
-    }
+    };
     state = PersistedMode { mode: target, epoch: state.epoch + 1, since: crate::domain::time::now(), ..state };
     if let Err(e) = state.write(&cfg.data_dir) {
         eprintln!("fluxstudio: cannot write the persisted mode: {e}");
         return 1;
+    }
+    if let Some(pg) = pg {
+        if let Err(e) = modes::record_mode(&pg, target, state.epoch, "store switch --offline").await {
+            eprintln!("fluxstudio: warning: the mode is persisted in the data dir but not in store_state: {e}");
+        }
     }
     println!("mode {target} (epoch {}), persisted in {}", state.epoch, cfg.data_dir.join(modes::STATE_FILE).display());
     0

@@ -503,21 +503,7 @@ impl StoreControl {
     }
 
     async fn last_validation(&self) -> Option<LastValidation> {
-        let pg = self.postgres()?;
-        let row: Option<(Option<chrono::DateTime<chrono::Utc>>, Option<i64>)> = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query_as("select validated_at, validated_epoch from store_state where singleton")
-                .fetch_optional(pg.pool()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        match row {
-            Some((Some(at), Some(epoch))) => {
-                Some(LastValidation { at: time::format_ts(at), passed: true, epoch: epoch.max(0) as u64 })
-            }
-            _ => None,
-        }
+        last_validation(&*self.postgres()?).await
     }
 
     pub async fn status(&self) -> StoreStatus {
@@ -644,14 +630,7 @@ impl StoreControl {
     }
 
     async fn record_in_postgres(&self, pg: &PostgresStore, mode: StoreMode, epoch: u64) -> Result<(), StoreError> {
-        sqlx::query(UPSERT_STORE_STATE)
-            .bind(mode.as_str())
-            .bind(epoch as i64)
-            .bind(&self.config.instance_id)
-            .execute(pg.pool())
-            .await
-            .map(drop)
-            .map_err(|e| pg.err(e))
+        record_mode(pg, mode, epoch, &self.config.instance_id).await
     }
 
     async fn json_to_dual_json(&self) -> Result<(), SwitchError> {
@@ -772,35 +751,9 @@ impl StoreControl {
 
     /// A primary flip needs a passing `fluxstudio validate` recorded for the current epoch, at most 24 h old.
     async fn require_validation(&self, from: StoreMode, to: StoreMode) -> Result<(), SwitchError> {
-        if self.persisted.lock().pg_stale {
-            return Err(SwitchError::Refused(
-                "PostgreSQL is stale (a forced dual-json -> json discarded outbox entries); run `fluxstudio migrate` \
-                 and `fluxstudio validate` first"
-                    .into(),
-            ));
-        }
-        let epoch = self.epoch();
-        let advice = "run `fluxstudio validate` (exit 0) and switch again";
-        let Some(v) = self.last_validation().await else {
-            return Err(SwitchError::Refused(format!(
-                "{from} -> {to} needs a passing validation for the current epoch {epoch}, and none is recorded; {advice}"
-            )));
-        };
-        if v.epoch != epoch {
-            return Err(SwitchError::Refused(format!(
-                "{from} -> {to} needs a passing validation for the current epoch {epoch}; the last one was for epoch \
-                 {}; {advice}",
-                v.epoch
-            )));
-        }
-        let age = time::age_seconds(&v.at).unwrap_or(f64::MAX);
-        if age > 24.0 * 3600.0 {
-            return Err(SwitchError::Refused(format!(
-                "{from} -> {to} needs a validation at most 24 h old; the last passed at {}; {advice}",
-                v.at
-            )));
-        }
-        Ok(())
+        let pg = self.postgres().ok_or_else(|| SwitchError::NotConfigured("no PostgreSQL store is open".into()))?;
+        let persisted = self.persisted.lock().clone();
+        validation_allows(&pg, &persisted, from, to).await.map_err(SwitchError::Refused)
     }
 
     /// Closes the write gate: waits for in-flight writes, then holds every new one until the guard drops.
@@ -987,6 +940,72 @@ impl StoreControl {
             .map_err(|e| failed("opening the JSON store", e.to_string()))?;
         Ok(Arc::new(json))
     }
+}
+
+/// Records the mode and epoch in `store_state` (`by`: the instance or command that changed it).
+pub async fn record_mode(pg: &PostgresStore, mode: StoreMode, epoch: u64, by: &str) -> Result<(), StoreError> {
+    sqlx::query(UPSERT_STORE_STATE)
+        .bind(mode.as_str())
+        .bind(epoch as i64)
+        .bind(by)
+        .execute(pg.pool())
+        .await
+        .map(drop)
+        .map_err(|e| pg.err(e))
+}
+
+/// The last passing validation recorded in `store_state` (`None` also when PostgreSQL does not answer in 2 s).
+pub async fn last_validation(pg: &PostgresStore) -> Option<LastValidation> {
+    let row: Option<(Option<chrono::DateTime<chrono::Utc>>, Option<i64>)> = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_as("select validated_at, validated_epoch from store_state where singleton")
+            .fetch_optional(pg.pool()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    match row {
+        Some((Some(at), Some(epoch))) => {
+            Some(LastValidation { at: time::format_ts(at), passed: true, epoch: epoch.max(0) as u64 })
+        }
+        _ => None,
+    }
+}
+
+/// The precondition of a primary flip (live or offline): PostgreSQL not stale, and a passing validation recorded
+/// for the current epoch, at most 24 h old. `Err` carries the reason for the operator.
+pub async fn validation_allows(
+    pg: &PostgresStore,
+    persisted: &PersistedMode,
+    from: StoreMode,
+    to: StoreMode,
+) -> Result<(), String> {
+    if persisted.pg_stale {
+        return Err("PostgreSQL is stale (a forced dual-json -> json discarded outbox entries); run `fluxstudio \
+             migrate` and `fluxstudio validate` first"
+            .into());
+    }
+    let epoch = persisted.epoch;
+    let advice = "run `fluxstudio validate` (exit 0) and switch again";
+    let Some(v) = last_validation(pg).await else {
+        return Err(format!(
+            "{from} -> {to} needs a passing validation for the current epoch {epoch}, and none is recorded; {advice}"
+        ));
+    };
+    if v.epoch != epoch {
+        return Err(format!(
+            "{from} -> {to} needs a passing validation for the current epoch {epoch}; the last one was for epoch {}; \
+             {advice}",
+            v.epoch
+        ));
+    }
+    if time::age_seconds(&v.at).unwrap_or(f64::MAX) > 24.0 * 3600.0 {
+        return Err(format!(
+            "{from} -> {to} needs a validation at most 24 h old; the last passed at {}; {advice}",
+            v.at
+        ));
+    }
+    Ok(())
 }
 
 /// The instances whose `store_instances` heartbeat is younger than 15 s (`None` when PostgreSQL does not answer

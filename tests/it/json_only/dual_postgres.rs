@@ -314,3 +314,44 @@ async fn entries_pending_at_a_kill_9_reach_the_json_files_after_the_restart() {
     let (code, out, err) = cli(dir.path(), &["--database-url", &url, "validate"], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// `store switch --offline` along the chain with the server stopped, with the live switch's preconditions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_switches_walk_the_chain_with_the_same_preconditions() {
+    let url = migrated_database().await;
+    let dir = admin_data_dir();
+    let d = dir.path();
+    let offline = |mode: &str| cli(d, &["--database-url", &url, "store", "switch", mode, "--offline"], &[]);
+    let mut app = start(dir.clone(), &["--store", "dual-json", "--database-url", &url]).await;
+    let (token, _) = app.signup("offline@example.com").await;
+    let pid = app.create_project(&token, "Offline").await;
+    let tid =
+        app.create_task(&token, &pid, "kept through the chain").await.body["task"]["id"].as_str().unwrap().to_owned();
+    wait_for_empty_outbox(&app).await;
+    app.stop().await;
+
+    let (code, out, _) = offline("dual-postgres");
+    assert_eq!(code, 1, "no validation yet: {out}");
+    assert!(out.contains("refused:") && out.contains("fluxstudio validate"), "{out}");
+    let (code, out, err) = cli(d, &["--database-url", &url, "migrate"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(d, &["--database-url", &url, "validate"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = offline("dual-postgres");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = offline("postgres");
+    assert_eq!(code, 0, "{out}{err}");
+    let state: Value = serde_json::from_slice(&std::fs::read(d.join(".store-state.json")).unwrap()).unwrap();
+    assert_eq!(state["mode"], "postgres");
+    assert!(state["jsonFrozenAt"].is_string(), "{state}");
+    std::fs::remove_file(d.join("projects.json")).unwrap(); // the export brings it back from PostgreSQL
+    let (code, out, err) = offline("dual-postgres");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(task_ids_in_files(d).contains(&tid), "exported from PostgreSQL");
+
+    let app = start(dir.clone(), &["--database-url", &url]).await;
+    let s = status(&app).await;
+    assert_eq!((s["mode"].as_str(), s["primary"].as_str()), (Some("dual-postgres"), Some("postgres")), "{s}");
+    let r = app.get(&format!("/api/projects/{pid}/tasks/{tid}"), &token).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
