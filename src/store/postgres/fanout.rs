@@ -76,6 +76,8 @@ pub(super) struct Fanout {
     queue: UnboundedSender<Vec<String>>,
     /// The queue's receiving end until `spawn_listener` starts the publisher task.
     pending: Mutex<Option<UnboundedReceiver<Vec<String>>>>,
+    /// Held while a write's events are handed to the queue and to the local sockets.
+    order: Mutex<()>,
 }
 
 /// One notification of a batch: its text, or a whole envelope too large for a notification, which goes into
@@ -131,7 +133,7 @@ impl PostgresStore {
     /// published before `spawn_listener` starts the publisher wait in its queue.
     pub fn enable_fanout(&self, origin: String) {
         let (queue, pending) = unbounded_channel();
-        let _ = self.fanout.set(Fanout { origin, queue, pending: Mutex::new(Some(pending)) });
+        let _ = self.fanout.set(Fanout { origin, queue, pending: Mutex::new(Some(pending)), order: Mutex::new(()) });
     }
 
     /// Called by the write path inside its transaction. Deliberately sends nothing: a `pg_notify` there would
@@ -141,13 +143,10 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Hands a committed write's events to the publisher task (no-op unless fan-out is on).
-    pub(super) fn queue_for_fanout(&self, events: &[DomainEvent]) {
-        let Some(fanout) = self.fanout.get() else { return };
-        if events.is_empty() {
-            return;
-        }
-        // Encoded here, on the writer's task, so the publisher only concatenates.
+    /// Hands a committed write's events to the publisher task and to this instance's sockets.
+    pub(super) fn publish_with_fanout(&self, events: Vec<DomainEvent>) {
+        let Some(fanout) = self.fanout.get() else { return self.emit_local(events) };
+        // Encoded here, on the writer's task and before taking the lock, so the publisher only concatenates.
         let encoded: Vec<String> = events
             .iter()
             .filter_map(|e| {
@@ -156,10 +155,14 @@ impl PostgresStore {
                     .ok()
             })
             .collect();
-        if fanout.queue.send(encoded).is_err() {
+        // One lock around both hand-overs (two channel sends), so that the other instances get this instance's
+        // events in exactly the order its own sockets get them, even when writes finish concurrently.
+        let _order = fanout.order.lock();
+        if !encoded.is_empty() && fanout.queue.send(encoded).is_err() {
             // Only when the publisher task is gone (runtime shutting down).
             metrics::counter!("flux_fanout_dropped_total").increment(events.len() as u64);
         }
+        self.emit_local(events);
     }
 
     /// The dedicated LISTEN connection: other instances' events go to this instance's sink, their presence

@@ -341,8 +341,11 @@ impl PostgresStore {
     /// Called right after a commit; events of one project are ordered by the project row lock the writes take.
     /// In postgres mode the events also go to the other instances, in the same order (fanout.rs).
     pub(crate) fn publish(&self, events: Vec<crate::domain::events::DomainEvent>) {
-        self.queue_for_fanout(&events);
-        self.emit_local(events);
+        if self.fanout.get().is_some() {
+            self.publish_with_fanout(events);
+        } else {
+            self.emit_local(events);
+        }
     }
 
     /// Emits events to this instance's sockets only: this instance's writes, and those heard from other instances.
