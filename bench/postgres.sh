@@ -63,10 +63,10 @@ cat >"$WORK/insert.sql" <<'SQL'
 insert into pgbench_history (tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now());
 SQL
 INS=$(pgbench -n -f "$WORK/insert.sql" -c16 -j2 -T"${DURATION%s}" "$PGB_URL" 2>/dev/null | awk '/^tps/ {print int($3)}')
-# The shape every acknowledged write of the server has in postgres mode: the realtime fan-out is a pg_notify inside
-# the write's transaction (realtime.md §8), and PostgreSQL serialises the commits of notifying transactions (one
-# database-wide lock from pre-commit to the end of the commit, WAL flush included), so this is the machine's limit
-# for such writes, whatever the server does.
+# For reference: the shape every write of the server had while its realtime fan-out was a pg_notify inside the
+# write's transaction. PostgreSQL serialises the commits of notifying transactions (one database-wide lock from
+# pre-commit to the end of the commit, WAL flush included), which capped those writes at this figure; the fan-out
+# is now published after commit, batched, by one task per instance (src/store/postgres/fanout.rs).
 cat >"$WORK/insert_notify.sql" <<'SQL'
 begin;
 insert into pgbench_history (tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now());
@@ -80,7 +80,7 @@ summary "GET tasks (50 tasks)" "$WORK/get.txt"
 summary "POST task" "$WORK/post.txt"
 echo "pgbench -S (16 clients)          $SEL tps"
 echo "pgbench INSERT-only (16 clients) $INS tps"
-echo "pgbench INSERT + pg_notify in one transaction (16 clients) $INSN tps"
+echo "pgbench INSERT + pg_notify in one transaction (16 clients; the old write shape) $INSN tps"
 GET=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/get.txt"); POST=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/post.txt")
 awk -v g="$GET" -v s="$SEL" -v p="$POST" -v i="$INS" -v n="$INSN" 'BEGIN {
   printf "GET tasks = %.1f%% of pgbench -S (target >= 20%%); POST task = %.1f%% of INSERT-only pgbench (target >= 20%%)\n", 100*g/s, 100*p/i

@@ -74,6 +74,14 @@ fn describe() {
         "PostgreSQL pool connections by pool and state (in_use, idle)"
     );
     metrics::describe_gauge!("flux_db_pool_max_connections", "PostgreSQL pool size limit by pool");
+    metrics::describe_counter!(
+        "flux_fanout_notifications_total",
+        "Realtime fan-out notifications between instances (postgres mode), by direction (sent, received, invalid)"
+    );
+    metrics::describe_counter!(
+        "flux_fanout_dropped_total",
+        "Realtime events and presence messages committed here but not published to the other instances"
+    );
     metrics::describe_gauge!("flux_outbox_depth", "Dual-write outbox entries not yet applied to the secondary");
     metrics::describe_gauge!("flux_outbox_oldest_age_seconds", "Age of the oldest pending outbox entry");
 }

@@ -194,8 +194,8 @@ pub struct PostgresStore {
     unsupported: Arc<Mutex<Option<String>>>,
     /// Committed writes' events (realtime), handed over after each commit.
     sink: arc_swap::ArcSwapOption<crate::domain::events::EventSink>,
-    /// This instance's id once cross-instance fan-out is on (postgres mode).
-    fanout: std::sync::OnceLock<String>,
+    /// This instance's id and its publisher queue once cross-instance fan-out is on (postgres mode).
+    fanout: std::sync::OnceLock<fanout::Fanout>,
     /// dual-postgres: whether writes record `store_outbox` rows.
     outbox: outbox::PgOutboxState,
     /// Callers of authenticated requests, for at most `USER_CACHE_TTL`.
@@ -344,7 +344,17 @@ impl PostgresStore {
     }
 
     /// Called right after a commit; events of one project are ordered by the project row lock the writes take.
+    /// In postgres mode the events also go to the other instances, in the same order (fanout.rs).
     pub(crate) fn publish(&self, events: Vec<crate::domain::events::DomainEvent>) {
+        if self.fanout.get().is_some() {
+            self.publish_with_fanout(events);
+        } else {
+            self.emit_local(events);
+        }
+    }
+
+    /// Emits events to this instance's sockets only: this instance's writes, and those heard from other instances.
+    fn emit_local(&self, events: Vec<crate::domain::events::DomainEvent>) {
         if let Some(sink) = self.sink.load_full() {
             events.into_iter().for_each(|e| sink(e));
         }
