@@ -41,7 +41,6 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::PostgresStore;
 use crate::domain::events::{DomainEvent, PresenceLink, PresenceMsg, PresenceSink};
-use crate::store::StoreResult;
 
 pub const CHANNEL: &str = "flux_events";
 /// NOTIFY payloads must stay under 8000 bytes.
@@ -134,13 +133,6 @@ impl PostgresStore {
     pub fn enable_fanout(&self, origin: String) {
         let (queue, pending) = unbounded_channel();
         let _ = self.fanout.set(Fanout { origin, queue, pending: Mutex::new(Some(pending)), order: Mutex::new(()) });
-    }
-
-    /// Called by the write path inside its transaction. Deliberately sends nothing: a `pg_notify` there would
-    /// serialise the commits of all writes (see the module comment); the events go out from `publish`, after the
-    /// commit.
-    pub(crate) async fn notify(&self, _conn: &mut PgConnection, _events: &[DomainEvent]) -> StoreResult<()> {
-        Ok(())
     }
 
     /// Hands a committed write's events to the publisher task and to this instance's sockets.

@@ -441,7 +441,6 @@ impl Store for PostgresStore {
             return Err(PROJECT_NOT_FOUND);
         }
         let events = vec![DomainEvent::ProjectDeleted { project_id: id.to_owned() }];
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || vec![Op::DelProject { id: id.to_owned() }]).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.outbox_committed();
@@ -457,9 +456,6 @@ impl Store for PostgresStore {
         let project = storage_id(Entity::Project, project_id);
         let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        // Queued before the lock, to keep a round trip out of the time the lock is held: PostgreSQL delivers
-        // notifications at commit, in commit order, wherever in the transaction they were issued.
-        self.notify(&mut tx, &events).await?;
         let stored = self.lock_for_tasks(&mut tx, project).await?;
         let counts = rows::insert_task_at_end(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
@@ -492,7 +488,6 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &activity, None).await?;
         self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || {
             let rec = task.clone();
             vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
@@ -514,7 +509,6 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &activity, None).await?;
         self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_deleted(project_id, task_id, actor, &activity);
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || {
             vec![Op::DelTask { project: project_id.to_owned(), id: task.id.clone() }, activity_op(&activity)]
         })
@@ -547,7 +541,6 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.outbox_committed();
@@ -590,7 +583,6 @@ impl Store for PostgresStore {
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
         self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.outbox_committed();
@@ -629,7 +621,6 @@ impl Store for PostgresStore {
             DomainEvent::ActivityAdded(act.clone()),
             DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
         ];
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.outbox_committed();
@@ -651,7 +642,6 @@ impl Store for PostgresStore {
         rows::insert_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || {
             vec![
                 Op::PutMilestone { project: project_id.to_owned(), pos: usize::MAX, rec: m.clone() },
@@ -681,7 +671,6 @@ impl Store for PostgresStore {
         rows::update_milestone(&mut tx, loaded.id(), &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, None).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
-        self.notify(&mut tx, &events).await?;
         self.record_outbox(&mut tx, || {
             vec![Op::PutMilestone { project: project_id.to_owned(), pos, rec: m.clone() }, activity_op(&act)]
         })
