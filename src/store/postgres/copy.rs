@@ -80,7 +80,10 @@ impl CopyBuf {
     pub fn opt_text(&mut self, v: Option<&str>) -> Result<(), sqlx::Error> {
         match v {
             Some(v) => self.text(v),
-            None => Ok(self.null()),
+            None => {
+                self.null();
+                Ok(())
+            }
         }
     }
 
@@ -125,7 +128,10 @@ impl CopyBuf {
     pub fn opt_ts(&mut self, v: Option<DateTime<Utc>>) -> Result<(), sqlx::Error> {
         match v {
             Some(v) => self.ts(v),
-            None => Ok(self.null()),
+            None => {
+                self.null();
+                Ok(())
+            }
         }
     }
 
@@ -141,7 +147,10 @@ impl CopyBuf {
     pub fn opt_jsonb<T: Serialize>(&mut self, v: Option<&T>) -> Result<(), sqlx::Error> {
         match v {
             Some(v) => self.jsonb(v),
-            None => Ok(self.null()),
+            None => {
+                self.null();
+                Ok(())
+            }
         }
     }
 
@@ -167,7 +176,10 @@ impl CopyBuf {
     pub fn opt_text_array(&mut self, items: Option<&[String]>) -> Result<(), sqlx::Error> {
         match items {
             Some(items) => self.text_array(items),
-            None => Ok(self.null()),
+            None => {
+                self.null();
+                Ok(())
+            }
         }
     }
 

@@ -519,7 +519,7 @@ async fn a_staged_batch_locks_its_parents_and_sees_a_missing_one() {
     .execute(&mut *tx)
     .await
     .unwrap();
-    assert!(lock_parents(&mut *tx, stage_of::TASKS).await.unwrap(), "every parent is there");
+    assert!(lock_parents(&mut tx, stage_of::TASKS).await.unwrap(), "every parent is there");
 
     // Another session cannot delete a locked project while the batch is open.
     let mut other = PgConnection::connect(&db).await.unwrap();
@@ -538,7 +538,7 @@ async fn a_staged_batch_locks_its_parents_and_sees_a_missing_one() {
     .execute(&mut *tx)
     .await
     .unwrap();
-    assert!(!lock_parents(&mut *tx, stage_of::TASKS).await.unwrap(), "one project is missing");
+    assert!(!lock_parents(&mut tx, stage_of::TASKS).await.unwrap(), "one project is missing");
     tx.rollback().await.unwrap();
     conn.close().await.unwrap();
     other.close().await.unwrap();
