@@ -89,12 +89,20 @@ async fn apply_ops(State(state): State<AppState>, Json(ops): Json<Vec<Op>>) -> R
     }
 }
 
-/// Client side of `/v1/apply`.
-pub async fn send_ops(path: &Path, ops: &[Op]) -> Result<(), String> {
-    let body = serde_json::to_vec(ops).map_err(|e| e.to_string())?;
-    let (status, bytes) = request(path, "POST", "/v1/apply", Some(body)).await?;
+/// Client side of `/v1/apply`: `Err((refused, message))`, `refused` when the server declined (409), else it could
+/// not be reached or failed.
+pub async fn send_ops(path: &Path, ops: &[Op]) -> Result<(), (bool, String)> {
+    let body = serde_json::to_vec(ops).map_err(|e| (false, e.to_string()))?;
+    let (status, bytes) = request(path, "POST", "/v1/apply", Some(body)).await.map_err(|e| (false, e))?;
     if !status.is_success() {
-        return Err(format!("the server answered {status}: {}", String::from_utf8_lossy(&bytes)));
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        return Err((
+            status == hyper::StatusCode::CONFLICT,
+            format!("the running server answered {status}: {message}"),
+        ));
     }
     Ok(())
 }

@@ -366,6 +366,7 @@ async fn migrate_cmd(cfg: Config, args: MigrateArgs, quiet: bool) -> i32 {
         include_orphans: args.include_orphans,
         progress: !args.json && !quiet && std::io::stderr().is_terminal(),
         crash_after_batches: std::env::var("FLUX_TEST_MIGRATE_CRASH_AFTER_BATCHES").ok().and_then(|v| v.parse().ok()),
+        fk_triggers: std::env::var("FLUX_TEST_MIGRATE_FK_TRIGGERS").is_ok_and(|v| v == "1"),
     };
     let data_dir = cfg.data_dir.clone();
     let state = match tokio::task::spawn_blocking(move || migrate::load_json(&data_dir)).await {

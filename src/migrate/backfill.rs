@@ -1,6 +1,7 @@
 //! `fluxstudio migrate` (cli.md §3): the JSON files into PostgreSQL, entity by entity in dependency order, rows in
-//! storage-id order, in batches of one multi-row `insert … on conflict` each, with the entity's checkpoint
-//! (`migration_runs`) updated in the same transaction, so an interrupted run resumes after its last committed batch.
+//! storage-id order, in batches of one binary COPY into a staging table and one `insert … select … on conflict`
+//! each (see [`copy`]), with the entity's checkpoint (`migration_runs`) updated in the same transaction, so an
+//! interrupted run resumes after its last committed batch.
 //!
 //! Every record is checked before anything is written (vocabulary, timestamps, references, duplicate e-mails), so
 //! a bad row becomes a row error and never a failed batch. A batch that PostgreSQL still refuses (a constraint this
@@ -18,6 +19,7 @@ use super::{db_failure, Failure, Kind};
 use crate::domain::{vocab, Member};
 use crate::store::json::state::State;
 use crate::store::postgres::bulk::{self, MemberTable, OnConflict, Written};
+use crate::store::postgres::copy::{self, FkMode};
 use crate::store::postgres::ids::{canonical_uuid, storage_id, Entity};
 use crate::store::postgres::mapping::{
     self, member_is_email, ActivityRow, FileRow, MapError, MemberRow, MilestoneRow, ProjectHeader, TaskRow, TeamHeader,
@@ -38,6 +40,9 @@ pub struct Options {
     pub progress: bool,
     /// Test hook: end the process abruptly after this many committed batches, as a crash would.
     pub crash_after_batches: Option<u64>,
+    /// Always let PostgreSQL's foreign-key triggers check every row, even where the role could skip them after
+    /// locking a batch's parents (`FLUX_TEST_MIGRATE_FK_TRIGGERS=1`; for comparisons and tests of that path).
+    pub fk_triggers: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -209,6 +214,8 @@ impl<T> Prepared<T> {
     }
 }
 
+/// How one entity's rows are written: `copy`, a whole batch through a staging table (the fast path), and
+/// `insert`, the `unnest` statement that the row-by-row fallback uses to pin a refused batch on its rows.
 trait Bulk: Sized {
     async fn insert(
         conn: &mut PgConnection,
@@ -216,16 +223,42 @@ trait Bulk: Sized {
         oc: OnConflict,
         kind: Kind,
     ) -> Result<Written, sqlx::Error>;
+
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        kind: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error>;
 }
 
 impl Bulk for (String, UserRow) {
     async fn insert(conn: &mut PgConnection, items: &[Self], oc: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_users(conn, items, oc).await
     }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_users(conn, items, oc, fk).await
+    }
 }
 impl Bulk for (String, TeamHeader) {
     async fn insert(conn: &mut PgConnection, items: &[Self], oc: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_teams(conn, items, oc).await
+    }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_teams(conn, items, oc, fk).await
     }
 }
 impl Bulk for (Uuid, MemberRow) {
@@ -233,30 +266,85 @@ impl Bulk for (Uuid, MemberRow) {
         let table = if k == Kind::TeamMembers { MemberTable::Team } else { MemberTable::Project };
         bulk::insert_members(conn, table, items, oc).await
     }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        k: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        let table = if k == Kind::TeamMembers { MemberTable::Team } else { MemberTable::Project };
+        copy::copy_members(conn, table, items, oc, fk).await
+    }
 }
 impl Bulk for (String, ProjectHeader) {
     async fn insert(conn: &mut PgConnection, items: &[Self], oc: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_projects(conn, items, oc).await
+    }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_projects(conn, items, oc, fk).await
     }
 }
 impl Bulk for (String, Uuid, TaskRow) {
     async fn insert(conn: &mut PgConnection, items: &[Self], oc: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_tasks(conn, items, oc).await
     }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_tasks(conn, items, oc, fk).await
+    }
 }
 impl Bulk for (String, Uuid, MilestoneRow) {
     async fn insert(conn: &mut PgConnection, items: &[Self], oc: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_milestones(conn, items, oc).await
+    }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_milestones(conn, items, oc, fk).await
     }
 }
 impl Bulk for (String, FileRow) {
     async fn insert(conn: &mut PgConnection, items: &[Self], oc: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_files(conn, items, oc).await
     }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        oc: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_files(conn, items, oc, fk).await
+    }
 }
 impl Bulk for (String, ActivityRow) {
     async fn insert(conn: &mut PgConnection, items: &[Self], _: OnConflict, _: Kind) -> Result<Written, sqlx::Error> {
         bulk::insert_activities(conn, items).await
+    }
+    async fn copy(
+        conn: &mut PgConnection,
+        items: &[Self],
+        _: OnConflict,
+        _: Kind,
+        fk: FkMode,
+    ) -> Result<Written, sqlx::Error> {
+        copy::copy_activities(conn, items, fk).await
     }
 }
 
@@ -799,6 +887,8 @@ struct Runner<'a> {
     errors: Vec<RowError>,
     checkpoints: HashMap<String, Checkpoint>,
     batches: u64,
+    /// Whether batches may skip the foreign-key triggers once their parents are locked ([`copy::lock_parents`]).
+    fk: FkMode,
 }
 
 impl Runner<'_> {
@@ -813,6 +903,7 @@ impl Runner<'_> {
         p: &Prepared<T>,
     ) -> Result<(), Failure> {
         let oc = if self.opts.overwrite { OnConflict::Overwrite } else { OnConflict::Keep };
+        let fk = self.fk;
         let cp = self.checkpoints.get(kind.name());
         if cp.is_some_and(|c| c.finished) {
             // Finished by the interrupted run this one resumes.
@@ -843,8 +934,8 @@ impl Runner<'_> {
                 Some(other) if end < n => {
                     let end2 = (end + size).min(n);
                     let (first, next) = tokio::join!(
-                        write_batch(conn, kind, p, i, end, oc),
-                        write_batch(other, kind, p, end, end2, oc)
+                        write_batch(conn, kind, p, i, end, oc, fk),
+                        write_batch(other, kind, p, end, end2, oc, fk)
                     );
                     let (tx, result) = first?;
                     let (tx2, result2) = next?;
@@ -854,7 +945,7 @@ impl Runner<'_> {
                     i = end2;
                 }
                 _ => {
-                    let (tx, result) = write_batch(conn, kind, p, i, end, oc).await?;
+                    let (tx, result) = write_batch(conn, kind, p, i, end, oc, fk).await?;
                     self.commit_batch(tx, kind, p, i, end, result).await?;
                     i = end;
                 }
@@ -912,9 +1003,9 @@ impl Runner<'_> {
     }
 }
 
-/// One batch written inside a new transaction on `conn`, not yet committed. If PostgreSQL refuses the batch (a
-/// constraint the checks do not know), it is written again one savepoint per row and the refused rows become row
-/// errors.
+/// One batch written inside a new transaction on `conn`, not yet committed: COPYed into the staging table and
+/// moved in with one statement. If PostgreSQL refuses the batch (a constraint the checks do not know), it is
+/// written again one savepoint per row with the `unnest` statement, and the refused rows become row errors.
 async fn write_batch<'c, T: Bulk>(
     conn: &'c mut PgConnection,
     kind: Kind,
@@ -922,14 +1013,20 @@ async fn write_batch<'c, T: Bulk>(
     from: usize,
     to: usize,
     oc: OnConflict,
+    fk: FkMode,
 ) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, BatchResult), Failure> {
     let legacy: LegacyPairs = p.legacy[from..to].iter().flatten().cloned().collect();
     let mut tx = conn.begin().await.map_err(db_failure)?;
+    // No wait for the WAL flush at commit: a crash may lose the last batches' commits, but each batch commits
+    // together with its checkpoint, so a lost batch is a lost checkpoint too, and the rerun resumes before it
+    // (inserting only what is missing, as always). Durability is the backfill's to give up, not the server's: the
+    // setting is local to this transaction.
+    sqlx::raw_sql("set local synchronous_commit = off").execute(&mut *tx).await.map_err(db_failure)?;
     // The whole batch under a savepoint, so that a refused batch can be redone row by row in the same transaction.
     let mut whole = tx.begin().await.map_err(db_failure)?;
     let outcome = async {
         bulk::insert_legacy_ids(&mut whole, &legacy).await?;
-        T::insert(&mut whole, &p.rows[from..to], oc, kind).await
+        T::copy(&mut whole, &p.rows[from..to], oc, kind, fk).await
     }
     .await;
     match outcome {
@@ -1074,7 +1171,17 @@ async fn run_in(
         .map(|(e, last, finished)| (e, Checkpoint { last: last.as_deref().and_then(parse_key), finished }))
         .collect();
 
-    let mut runner = Runner { run_id, opts, counts: IndexMap::new(), errors: Vec::new(), checkpoints, batches: 0 };
+    // The staging tables live in each session (a dry run's go with its rollback).
+    copy::create_staging(conn).await.map_err(db_failure)?;
+    if let Some(other) = second.as_deref_mut() {
+        copy::create_staging(other).await.map_err(db_failure)?;
+    }
+    let fk = if opts.fk_triggers || !copy::can_skip_fk_triggers(conn).await.map_err(db_failure)? {
+        FkMode::Triggers
+    } else {
+        FkMode::LockedParents
+    };
+    let mut runner = Runner { run_id, opts, counts: IndexMap::new(), errors: Vec::new(), checkpoints, batches: 0, fk };
     for kind in &opts.only {
         runner.counts.insert(kind.name().into(), Counts::default());
     }

@@ -571,9 +571,14 @@ async fn repair_json_through_server(
     if ops.is_empty() {
         return Ok(changes);
     }
-    crate::control::send_ops(&data_dir.join(".control.sock"), &ops)
-        .await
-        .map_err(|e| Failure::other(format!("repair through the running server: {e}")))?;
+    crate::control::send_ops(&data_dir.join(".control.sock"), &ops).await.map_err(|(refused, e)| {
+        let message = format!("repair towards JSON through the running server: {e}");
+        if refused {
+            Failure::usage(message)
+        } else {
+            Failure::other(message)
+        }
+    })?;
     Ok(changes)
 }
 

@@ -16,6 +16,7 @@
 //!   wrapped in `AssertSqlSafe`, which this module never does), so no input can become SQL text.
 
 pub mod bulk;
+pub mod copy;
 mod errors;
 mod fanout;
 pub mod ids;

@@ -369,7 +369,8 @@ async fn repair_towards_json_rewrites_the_files_and_is_refused_while_a_server_ho
     let mut server = spawn_child(dir.path(), &["--store", "json"], &[]);
     let refused = run(dir.path(), &db, &["validate", "--source", "postgres", "--repair"], &[]);
     assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
-    assert!(refused.stderr.contains("control-socket path"), "{}", refused.stderr);
+    // The running json-mode server owns the files and is their source of truth: it declines.
+    assert!(refused.stderr.contains("source of truth in mode json"), "{}", refused.stderr);
     server.child.kill().unwrap();
     let _ = server.child.wait();
 
@@ -481,4 +482,112 @@ async fn a_100k_task_gen_legacy_set_round_trips_through_migrate_validate_rollbac
     let report = check.json();
     assert_eq!(report["totals"]["differences"], 0, "{report}");
     assert_eq!(report["entities"]["tasks"]["matched"], 100_000, "{report}");
+}
+
+/// Tasks whose project PostgreSQL does not have (never moved, or deleted there after the projects were): the
+/// batch's parent check fails, the batch goes through PostgreSQL's foreign-key triggers, and every such task is
+/// a row error naming the key; the others move, and no task is left without its project.
+#[tokio::test]
+async fn tasks_whose_project_is_missing_in_postgresql_are_row_errors_and_never_orphans() {
+    let dir = fixtures();
+    let doc: Value = serde_json::from_slice(&std::fs::read(dir.path().join("projects.json")).unwrap()).unwrap();
+    let gone = doc["projects"][0]["id"].as_str().unwrap().to_owned();
+    let gone_tasks = doc["projects"][0]["tasks"].as_array().unwrap().len();
+    assert!(gone_tasks > 0, "the fixture's first project has tasks");
+
+    // Before any project is there: every task is refused.
+    let db = fresh_database();
+    let out = run(dir.path(), &db, &["migrate", "--only", "users,tasks", "--json"], &[]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(r["entities"]["tasks"]["errors"], 17, "{r}");
+    assert!(r["rowErrors"].as_array().unwrap().iter().all(|e| e["reason"].as_str().unwrap().contains("fkey")), "{r}");
+    assert_eq!(count(&db, "select count(*) from tasks").await, 0);
+
+    // One project deleted in PostgreSQL after the projects moved (behind the files' back, no tombstone).
+    let db = fresh_database();
+    let out = run(dir.path(), &db, &["migrate", "--only", "users,teams,projects", "--json"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut conn = PgConnection::connect(&db).await.unwrap();
+    let deleted = sqlx::query("delete from projects where id = $1::uuid").bind(&gone).execute(&mut conn).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 1);
+    conn.close().await.unwrap();
+    let out = run(dir.path(), &db, &["migrate", "--only", "tasks", "--batch-size", "4", "--json"], &[]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(r["entities"]["tasks"]["errors"], gone_tasks as u64, "{r}");
+    assert_eq!(r["entities"]["tasks"]["inserted"], 17 - gone_tasks as u64, "{r}");
+    for e in r["rowErrors"].as_array().unwrap() {
+        assert!(e["reason"].as_str().unwrap().contains("tasks_project_id_fkey"), "{e}");
+    }
+    assert_eq!(count(&db, "select count(*) from tasks").await, 17 - gone_tasks as i64);
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from tasks t where not exists (select 1 from projects p where p.id = t.project_id)"
+        )
+        .await,
+        0,
+        "no orphans"
+    );
+}
+
+/// The parent check behind skipping the foreign-key triggers: true only when every distinct non-null parent
+/// exists, and the parents stay locked against deletion until the batch's transaction ends.
+#[tokio::test]
+async fn a_staged_batch_locks_its_parents_and_sees_a_missing_one() {
+    use fluxstudio::store::postgres::copy::{create_staging, lock_parents, stage_of};
+    let dir = fixtures();
+    let db = fresh_database();
+    let out = run(dir.path(), &db, &["migrate", "--only", "users,teams,projects", "--json"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let mut conn = PgConnection::connect(&db).await.unwrap();
+    create_staging(&mut conn).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    // Three tasks per project (repeated parents), no assignee (a null reference needs no parent).
+    sqlx::query(
+        "insert into pg_temp.flux_stage_tasks (id, project_id, assigned_to, created_by) \
+         select gen_random_uuid(), p.id, null, p.manager_id from projects p, generate_series(1, 3)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert!(lock_parents(&mut tx, stage_of::TASKS).await.unwrap(), "every parent is there");
+
+    // Another session cannot delete a locked project while the batch is open.
+    let mut other = PgConnection::connect(&db).await.unwrap();
+    sqlx::query("set lock_timeout = '200ms'").execute(&mut other).await.unwrap();
+    let blocked = sqlx::query("delete from projects where id = (select id from projects order by id limit 1)")
+        .execute(&mut other)
+        .await;
+    let err = blocked.expect_err("the delete waits for the lock");
+    let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("55P03"), "lock_not_available: {err}");
+
+    sqlx::query(
+        "insert into pg_temp.flux_stage_tasks (id, project_id, created_by) \
+         select gen_random_uuid(), gen_random_uuid(), manager_id from projects limit 1",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert!(!lock_parents(&mut tx, stage_of::TASKS).await.unwrap(), "one project is missing");
+    tx.rollback().await.unwrap();
+    conn.close().await.unwrap();
+    other.close().await.unwrap();
+}
+
+/// With the foreign-key triggers forced on (a role that may not skip them), the same rows move and validate.
+#[tokio::test]
+async fn migrate_with_foreign_key_triggers_moves_the_same_rows() {
+    let dir = fixtures();
+    let db = fresh_database();
+    let out = run(dir.path(), &db, &["migrate", "--json"], &[("FLUX_TEST_MIGRATE_FK_TRIGGERS", "1")]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let r = out.json();
+    for (entity, n) in EXPECTED {
+        assert_eq!(r["entities"][entity]["inserted"], n, "{entity}");
+    }
+    assert_eq!(run(dir.path(), &db, &["validate"], &[]).code, 0);
 }
