@@ -138,7 +138,7 @@ pub fn layer(cfg: &crate::config::Config) -> (SocketIoLayer, Arc<Realtime>) {
         .ws_read_buffer_size(256)
         .build_layer();
     let rt = Realtime {
-        expiry: Expiry::start(io.clone()),
+        expiry: Expiry::new(io.clone()),
         io,
         presence: Presence::default(),
         snapshot_every: cfg.presence_snapshot_interval,
@@ -338,8 +338,13 @@ async fn on_event_msg(h: &Handlers, s: SocketRef, name: String, data: Option<Val
 }
 
 /// The token-expiry timers of all sockets: one task and one ordered set of deadlines instead of a sleeping task
-/// per socket. The task ends when the [`Realtime`] holding the sender is dropped.
-struct Expiry(mpsc::UnboundedSender<ExpiryCmd>);
+/// per socket. The task starts with the first socket (the layer is also built outside a runtime, in unit tests of
+/// the middleware) and ends when the [`Realtime`] holding the sender is dropped.
+struct Expiry {
+    tx: mpsc::UnboundedSender<ExpiryCmd>,
+    /// The task's receiving end and the handle it disconnects through, until the task is started.
+    idle: Mutex<Option<(mpsc::UnboundedReceiver<ExpiryCmd>, SocketIo)>>,
+}
 
 enum ExpiryCmd {
     Add(tokio::time::Instant, Sid),
@@ -347,39 +352,44 @@ enum ExpiryCmd {
 }
 
 impl Expiry {
-    fn start(io: SocketIo) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut deadlines = BTreeSet::<(tokio::time::Instant, Sid)>::new();
-            loop {
-                let next = deadlines.first().map(|(at, _)| *at);
-                tokio::select! {
-                    cmd = rx.recv() => match cmd {
-                        Some(ExpiryCmd::Add(at, sid)) => { deadlines.insert((at, sid)); }
-                        Some(ExpiryCmd::Remove(at, sid)) => { deadlines.remove(&(at, sid)); }
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
-                        let now = tokio::time::Instant::now();
-                        while let Some(&(at, sid)) = deadlines.first().filter(|(at, _)| *at <= now) {
-                            deadlines.remove(&(at, sid));
-                            if let Some(sock) = io.get_socket(sid) {
-                                let _ = sock.disconnect();
-                            }
+    fn new(io: SocketIo) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Expiry { tx, idle: Mutex::new(Some((rx, io))) }
+    }
+
+    async fn run(mut rx: mpsc::UnboundedReceiver<ExpiryCmd>, io: SocketIo) {
+        let mut deadlines = BTreeSet::<(tokio::time::Instant, Sid)>::new();
+        loop {
+            let next = deadlines.first().map(|(at, _)| *at);
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(ExpiryCmd::Add(at, sid)) => { deadlines.insert((at, sid)); }
+                    Some(ExpiryCmd::Remove(at, sid)) => { deadlines.remove(&(at, sid)); }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    while let Some(&(at, sid)) = deadlines.first().filter(|(at, _)| *at <= now) {
+                        deadlines.remove(&(at, sid));
+                        if let Some(sock) = io.get_socket(sid) {
+                            let _ = sock.disconnect();
                         }
                     }
                 }
             }
-        });
-        Expiry(tx)
+        }
     }
 
+    /// Called from a socket's CONNECT handler, so inside the runtime.
     fn add(&self, at: tokio::time::Instant, sid: Sid) {
-        let _ = self.0.send(ExpiryCmd::Add(at, sid));
+        if let Some((rx, io)) = self.idle.lock().take() {
+            tokio::spawn(Self::run(rx, io));
+        }
+        let _ = self.tx.send(ExpiryCmd::Add(at, sid));
     }
 
     fn remove(&self, at: tokio::time::Instant, sid: Sid) {
-        let _ = self.0.send(ExpiryCmd::Remove(at, sid));
+        let _ = self.tx.send(ExpiryCmd::Remove(at, sid));
     }
 }
 
