@@ -3,15 +3,22 @@
 # examples/socket_load.rs), W task writes through REST, delivery latency p50/p99 and server RSS per 1,000 sockets.
 # Loopback only, bounded: connects within 120 s, writes at ~50/s.
 #   bash bench/socket.sh [SOCKETS] [ROOMS] [WRITES]      (defaults 10000 100 200)
+# BENCH_BIN=path runs that server binary instead of building (to compare builds, e.g. allocators), with the load
+# client at BENCH_LOAD (default target/release/examples/socket_load, which must have been built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOCKETS=${1:-10000}
 ROOMS=${2:-100}
 WRITES=${3:-200}
 
-cargo build --release --locked --bin fluxstudio --example socket_load
-BIN=target/release/fluxstudio
-LOAD=target/release/examples/socket_load
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+  LOAD=${BENCH_LOAD:-target/release/examples/socket_load}
+else
+  cargo build --release --locked --bin fluxstudio --example socket_load
+  BIN=target/release/fluxstudio
+  LOAD=target/release/examples/socket_load
+fi
 
 # Each socket is one descriptor on each side.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

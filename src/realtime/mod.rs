@@ -6,14 +6,16 @@
 
 mod presence;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 
@@ -25,21 +27,37 @@ use crate::domain::{access, time, Actor, User};
 
 const MAX_ROOMS: usize = 100;
 
-/// The authenticated user of a socket (socket extensions).
-#[derive(Clone, Debug)]
+/// The authenticated user of a socket.
+#[derive(Debug)]
 struct SocketUser {
     id: String,
     email: String,
     name: String,
 }
 
-/// Per-socket event budget (`FLUX_RATE_SOCKET_EVENTS`): a fixed window, with one `rate_limited` error per window.
+/// Everything this server keeps per socket, in one allocation and one extension: at 10,000 sockets every
+/// per-socket allocation, boxed handler and task shows in the RSS (bench/README.md).
+struct SocketCtx {
+    user: SocketUser,
+    /// When the socket's token expires (its key in [`Expiry`]).
+    expires: tokio::time::Instant,
+    /// The event budget (`FLUX_RATE_SOCKET_EVENTS`): a fixed window's start, the events in it, and whether this
+    /// window's `rate_limited` error was already sent.
+    budget: Mutex<(Instant, u32, bool)>,
+}
+
+/// The socket extension: extensions hand out clones, so the context is shared.
 #[derive(Clone)]
-struct EventBudget(Arc<Mutex<(Instant, u32, bool)>>);
+struct Ctx(Arc<SocketCtx>);
+
+fn ctx(s: &SocketRef) -> Option<Arc<SocketCtx>> {
+    s.extensions.get::<Ctx>().map(|c| c.0)
+}
 
 pub struct Realtime {
     io: SocketIo,
     presence: Presence,
+    expiry: Expiry,
     snapshot_every: Duration,
     expire_after: Duration,
 }
@@ -115,11 +133,12 @@ pub fn layer(cfg: &crate::config::Config) -> (SocketIoLayer, Arc<Realtime>) {
         .ping_timeout(cfg.socket_ping_timeout)
         .max_payload(cfg.socket_max_payload as u64)
         // Each websocket holds a read buffer of this size for its whole life, while clients send only small
-        // packets (pongs, joins); a larger frame grows the buffer as needed. 4 KiB (the default) was a tenth of a
-        // socket's memory (bench/README.md).
-        .ws_read_buffer_size(1024)
+        // packets (pongs, joins, the CONNECT with its token); a larger frame grows the buffer as needed. 4 KiB
+        // (the default) was a tenth of a socket's memory, 1 KiB still ~4 % of it (bench/README.md).
+        .ws_read_buffer_size(256)
         .build_layer();
     let rt = Realtime {
+        expiry: Expiry::new(io.clone()),
         io,
         presence: Presence::default(),
         snapshot_every: cfg.presence_snapshot_interval,
@@ -190,7 +209,8 @@ async fn dispatch(rt: &Realtime, event: DomainEvent) {
         DomainEvent::MemberRemoved { project_id, member_ref } => {
             let r = room(&project_id);
             for s in rt.io.sockets() {
-                let Some(u) = s.extensions.get::<SocketUser>() else { continue };
+                let Some(c) = ctx(&s) else { continue };
+                let u = &c.user;
                 let refers = member_ref == u.id || member_ref.to_lowercase() == u.email.to_lowercase();
                 if refers && s.rooms().iter().any(|x| x == r.as_str()) {
                     s.leave(r.clone());
@@ -220,133 +240,157 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// What every socket's handlers share: one allocation for the server instead of captured clones per socket.
+struct Handlers {
+    state: AppState,
+    rt: Arc<Realtime>,
+    rate: Option<(u32, Duration)>,
+}
+
 /// Registers the default namespace: token check at CONNECT, then the event handlers.
 pub fn register(rt: &Arc<Realtime>, state: AppState) {
-    let st = state.clone();
+    let rate = state.config.rates.get("FLUX_RATE_SOCKET_EVENTS").cloned().flatten();
+    let shared = Arc::new(Handlers { state, rt: rt.clone(), rate });
+    let h = shared.clone();
     let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let st = st.clone();
-        async move { authenticate(&st, &s, auth.ok()).await }
+        let h = h.clone();
+        async move { authenticate(&h, &s, auth.ok()).await }
     };
-    let st = state.clone();
-    let rt2 = rt.clone();
     let on_connect = move |s: SocketRef| {
-        let st = st.clone();
-        let rt = rt2.clone();
-        async move { on_connect(s, st, rt) }
+        let h = shared.clone();
+        async move { on_connect(s, h) }
     };
     rt.io.ns("/", on_connect.with(auth));
 }
 
-async fn authenticate(state: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Refused> {
+async fn authenticate(h: &Handlers, s: &SocketRef, auth: Option<Value>) -> Result<(), Refused> {
     const REQUIRED: Refused = Refused("Authentication required");
     const INVALID: Refused = Refused("Invalid or expired token");
     let token =
         auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or(REQUIRED)?;
-    let (id, exp) = state.jwt.verify_with_exp(token).map_err(|_| INVALID)?;
-    let user: User = state.store().get_user(&id).await.ok().flatten().filter(|u| u.is_active).ok_or(INVALID)?;
+    let (id, exp) = h.state.jwt.verify_with_exp(token).map_err(|_| INVALID)?;
+    let user: User = h.state.store().get_user(&id).await.ok().flatten().filter(|u| u.is_active).ok_or(INVALID)?;
     let name = if user.name.is_empty() { user.email.clone() } else { user.name.clone() };
-    s.extensions.insert(SocketUser { id: user.id, email: user.email, name });
-    s.extensions.insert(TokenExp(exp));
+    let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
+    s.extensions.insert(Ctx(Arc::new(SocketCtx {
+        user: SocketUser { id: user.id, email: user.email, name },
+        expires: tokio::time::Instant::now() + Duration::from_secs(left),
+        budget: Mutex::new((Instant::now(), 0, false)),
+    })));
     Ok(())
 }
 
-#[derive(Clone, Copy)]
-struct TokenExp(i64);
-
-/// The socket's token-expiry timer, cancelled when the socket closes first.
-#[derive(Clone)]
-struct ExpiryTimer(tokio::task::AbortHandle);
-
-fn on_connect(s: SocketRef, state: AppState, rt: Arc<Realtime>) {
-    let rate = state.config.rates.get("FLUX_RATE_SOCKET_EVENTS").cloned().flatten();
-    let budget = EventBudget(Arc::new(Mutex::new((Instant::now(), 0, false))));
-
+/// One handler per socket for all its events (a fallback, dispatching on the name) and one for its disconnect,
+/// both capturing only the shared [`Handlers`]: socketioxide boxes every registered handler per socket and keeps
+/// named ones in a per-socket map.
+fn on_connect(s: SocketRef, h: Arc<Handlers>) {
     // A connection does not outlive its token: a server-side disconnect (with the DISCONNECT packet, so the
-    // client does not retry with the stale token) at `exp`. The timer holds only the socket's id, and a closed
-    // socket cancels it: holding the socket itself kept every closed socket in memory until its token expired.
-    if let Some(TokenExp(exp)) = s.extensions.get::<TokenExp>() {
-        let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
-        let (io, sid) = (rt.io.clone(), s.id);
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(left)).await;
-            if let Some(sock) = io.get_socket(sid) {
-                let _ = sock.disconnect();
-            }
-        });
-        s.extensions.insert(ExpiryTimer(timer.abort_handle()));
+    // client does not retry with the stale token) at `exp`, cancelled when the socket closes first.
+    if let Some(c) = ctx(&s) {
+        h.rt.expiry.add(c.expires, s.id);
     }
-
-    {
-        let (state, rt, budget) = (state.clone(), rt.clone(), budget.clone());
-        s.on("join:project", move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let (state, rt, budget) = (state.clone(), rt.clone(), budget.clone());
-            async move {
-                if !allow(&s, &budget, rate, "join:project") {
-                    return;
-                }
-                join_project(s, ack, data.ok(), state, rt).await;
-            }
-        });
-    }
-    {
-        let (rt, budget) = (rt.clone(), budget.clone());
-        s.on("leave:project", move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let (rt, budget) = (rt.clone(), budget.clone());
-            async move {
-                if !allow(&s, &budget, rate, "leave:project") {
-                    return;
-                }
-                let Some(project_id) = project_id_of(data.ok().as_ref()) else {
-                    return invalid(&s, ack, "leave:project");
-                };
-                let r = room(&project_id);
-                if s.rooms().iter().any(|x| x == r.as_str()) {
-                    s.leave(r.clone());
-                    if let Some(list) = rt.presence.leave(&project_id, &s.id.to_string()) {
-                        rt.emit_presence(&project_id, &list).await;
-                    }
-                }
-                let _ = ack.send(&json!({ "success": true }));
-            }
-        });
-    }
-    // The current client still emits these after its REST writes; the server's own events replace them, so they
-    // are dropped (never relayed), checked only for being an object.
-    for name in ["task:created", "task:updated", "task:deleted"] {
-        let budget = budget.clone();
-        s.on(name, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let budget = budget.clone();
-            async move {
-                if !allow(&s, &budget, rate, name) {
-                    return;
-                }
-                if !matches!(data, Ok(Value::Object(_))) {
-                    invalid(&s, ack, name);
-                }
-            }
-        });
-    }
-    {
-        let budget = budget.clone();
-        s.on_fallback(move |s: SocketRef, socketioxide::extract::Event(name): socketioxide::extract::Event| {
-            let budget = budget.clone();
-            async move {
-                let _ = allow(&s, &budget, rate, &name);
-                tracing::debug!(event = %name, "ignored unknown socket event");
-            }
-        });
-    }
+    let on_event = h.clone();
+    s.on_fallback(move |s: SocketRef, Event(name): Event, TryData(data): TryData<Value>, ack: AckSender| {
+        let h = on_event.clone();
+        async move { on_event_msg(&h, s, name, data.ok(), ack).await }
+    });
     s.on_disconnect(move |s: SocketRef| {
-        let rt = rt.clone();
+        let h = h.clone();
         async move {
-            if let Some(ExpiryTimer(timer)) = s.extensions.get::<ExpiryTimer>() {
-                timer.abort();
+            if let Some(c) = ctx(&s) {
+                h.rt.expiry.remove(c.expires, s.id);
             }
-            for (project_id, list) in rt.presence.drop_socket(&s.id.to_string()) {
-                rt.emit_presence(&project_id, &list).await;
+            for (project_id, list) in h.rt.presence.drop_socket(&s.id.to_string()) {
+                h.rt.emit_presence(&project_id, &list).await;
             }
         }
     });
+}
+
+async fn on_event_msg(h: &Handlers, s: SocketRef, name: String, data: Option<Value>, ack: AckSender) {
+    if !allow(&s, h.rate, &name) {
+        return;
+    }
+    match name.as_str() {
+        "join:project" => join_project(s, ack, data, h).await,
+        "leave:project" => {
+            let Some(project_id) = project_id_of(data.as_ref()) else {
+                return invalid(&s, ack, "leave:project");
+            };
+            let r = room(&project_id);
+            if s.rooms().iter().any(|x| x == r.as_str()) {
+                s.leave(r.clone());
+                if let Some(list) = h.rt.presence.leave(&project_id, &s.id.to_string()) {
+                    h.rt.emit_presence(&project_id, &list).await;
+                }
+            }
+            let _ = ack.send(&json!({ "success": true }));
+        }
+        // The current client still emits these after its REST writes; the server's own events replace them, so
+        // they are dropped (never relayed), checked only for being an object.
+        "task:created" | "task:updated" | "task:deleted" => {
+            if !matches!(data, Some(Value::Object(_))) {
+                invalid(&s, ack, &name);
+            }
+        }
+        _ => tracing::debug!(event = %name, "ignored unknown socket event"),
+    }
+}
+
+/// The token-expiry timers of all sockets: one task and one ordered set of deadlines instead of a sleeping task
+/// per socket. The task starts with the first socket (the layer is also built outside a runtime, in unit tests of
+/// the middleware) and ends when the [`Realtime`] holding the sender is dropped.
+struct Expiry {
+    tx: mpsc::UnboundedSender<ExpiryCmd>,
+    /// The task's receiving end and the handle it disconnects through, until the task is started.
+    idle: Mutex<Option<(mpsc::UnboundedReceiver<ExpiryCmd>, SocketIo)>>,
+}
+
+enum ExpiryCmd {
+    Add(tokio::time::Instant, Sid),
+    Remove(tokio::time::Instant, Sid),
+}
+
+impl Expiry {
+    fn new(io: SocketIo) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Expiry { tx, idle: Mutex::new(Some((rx, io))) }
+    }
+
+    async fn run(mut rx: mpsc::UnboundedReceiver<ExpiryCmd>, io: SocketIo) {
+        let mut deadlines = BTreeSet::<(tokio::time::Instant, Sid)>::new();
+        loop {
+            let next = deadlines.first().map(|(at, _)| *at);
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(ExpiryCmd::Add(at, sid)) => { deadlines.insert((at, sid)); }
+                    Some(ExpiryCmd::Remove(at, sid)) => { deadlines.remove(&(at, sid)); }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    while let Some(&(at, sid)) = deadlines.first().filter(|(at, _)| *at <= now) {
+                        deadlines.remove(&(at, sid));
+                        if let Some(sock) = io.get_socket(sid) {
+                            let _ = sock.disconnect();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Called from a socket's CONNECT handler, so inside the runtime.
+    fn add(&self, at: tokio::time::Instant, sid: Sid) {
+        if let Some((rx, io)) = self.idle.lock().take() {
+            tokio::spawn(Self::run(rx, io));
+        }
+        let _ = self.tx.send(ExpiryCmd::Add(at, sid));
+    }
+
+    fn remove(&self, at: tokio::time::Instant, sid: Sid) {
+        let _ = self.tx.send(ExpiryCmd::Remove(at, sid));
+    }
 }
 
 fn error_event(s: &SocketRef, ack: AckSender, message: &str, code: &str, event: &str) {
@@ -365,9 +409,11 @@ fn project_id_of(data: Option<&Value>) -> Option<String> {
     ok.then(|| id.to_owned())
 }
 
-fn allow(s: &SocketRef, budget: &EventBudget, rate: Option<(u32, Duration)>, event: &str) -> bool {
+fn allow(s: &SocketRef, rate: Option<(u32, Duration)>, event: &str) -> bool {
     let Some((limit, window)) = rate else { return true };
-    let mut b = budget.0.lock();
+    // Only authenticated sockets get this far (the CONNECT handler refuses the others).
+    let Some(c) = ctx(s) else { return false };
+    let mut b = c.budget.lock();
     if b.0.elapsed() >= window {
         *b = (Instant::now(), 0, false);
     }
@@ -382,10 +428,12 @@ fn allow(s: &SocketRef, budget: &EventBudget, rate: Option<(u32, Duration)>, eve
     false
 }
 
-async fn join_project(s: SocketRef, ack: AckSender, data: Option<Value>, state: AppState, rt: Arc<Realtime>) {
+async fn join_project(s: SocketRef, ack: AckSender, data: Option<Value>, h: &Handlers) {
     const EVENT: &str = "join:project";
+    let (state, rt) = (&h.state, &h.rt);
     let Some(project_id) = project_id_of(data.as_ref()) else { return invalid(&s, ack, EVENT) };
-    let Some(user) = s.extensions.get::<SocketUser>() else { return invalid(&s, ack, EVENT) };
+    let Some(c) = ctx(&s) else { return invalid(&s, ack, EVENT) };
+    let user = &c.user;
     let r = room(&project_id);
     let already = s.rooms().iter().any(|x| x == r.as_str());
     if !already && s.rooms().iter().filter(|x| x.starts_with("project:")).count() >= MAX_ROOMS {

@@ -209,3 +209,66 @@ async fn sign_up_and_google_have_per_address_limits() {
         &send(&app, Method::POST, "/api/auth/google", "192.0.2.30", None, Some(json!({"credential": "x"}))).await,
     );
 }
+
+/// The per-socket event budget (`--rate-socket-events`): past it events are dropped with one `rate_limited` error
+/// per window, and the budget is the socket's own (a second socket of the same user still joins).
+#[tokio::test]
+async fn a_socket_past_its_event_budget_gets_one_rate_limited_error_and_others_are_unaffected() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Login and signup limits stay off the path: only the socket budget is small.
+    let app = TestApp::spawn_flags(&["--rate-limit", "on", "--rate-socket-events", "3/60s"]).await;
+    let (token, _) = app.signup("budget@example.com").await;
+    let project = app.create_project(&token, "Budget").await;
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", app.base.replacen("http", "ws", 1));
+
+    // Opens a socket and connects it to the default namespace with the token.
+    let open = || async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else { panic!("socket closed during the handshake") };
+            if t.starts_with('0') {
+                ws.send(Message::text(format!("40{}", json!({ "token": token })))).await.unwrap();
+            } else if t.starts_with("40") {
+                return ws;
+            }
+        }
+    };
+    // Every Socket.IO EVENT packet (`42…`) received until `until` appears or 2 s pass.
+    async fn events(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+        until: &str,
+    ) -> Vec<String> {
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(Ok(Message::Text(t))) = ws.next().await {
+                if t.starts_with("42") || t.starts_with("43") {
+                    seen.push(t.as_str().to_owned());
+                    if t.contains(until) {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+        seen
+    }
+
+    let mut a = open().await;
+    // Three unknown events use the budget up; the fourth and fifth are dropped, with one error between them.
+    for i in 0..5 {
+        a.send(Message::text(format!("42{}", json!(["no:such:event", { "i": i }])))).await.unwrap();
+    }
+    a.send(Message::text(format!("421{}", json!(["join:project", { "projectId": project }])))).await.unwrap();
+    let seen = events(&mut a, "\"success\"").await;
+    let limited: Vec<_> = seen.iter().filter(|t| t.contains("rate_limited")).collect();
+    assert_eq!(limited.len(), 1, "{seen:?}");
+    assert!(limited[0].contains("\"event\":\"no:such:event\""), "{seen:?}");
+    assert!(!seen.iter().any(|t| t.contains("\"success\"")), "the join past the budget was handled: {seen:?}");
+
+    let mut b = open().await;
+    b.send(Message::text(format!("421{}", json!(["join:project", { "projectId": project }])))).await.unwrap();
+    let seen = events(&mut b, "\"success\"").await;
+    assert!(seen.iter().any(|t| t.starts_with("431") && t.contains("\"success\":true")), "{seen:?}");
+}
