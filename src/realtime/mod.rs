@@ -251,16 +251,20 @@ struct Handlers {
 pub fn register(rt: &Arc<Realtime>, state: AppState) {
     let rate = state.config.rates.get("FLUX_RATE_SOCKET_EVENTS").cloned().flatten();
     let shared = Arc::new(Handlers { state, rt: rt.clone(), rate });
-    let h = shared.clone();
+    // The socket's handlers are registered by the middleware, which socketioxide awaits *before* it sends the
+    // CONNECT packet; the connect handler itself runs as a task spawned after that packet, so a client that emits
+    // `join:project` right after CONNECT (socket.io-client does) could find no handler yet under load, and its event
+    // was dropped.
     let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let h = h.clone();
-        async move { authenticate(&h, &s, auth.ok()).await }
-    };
-    let on_connect = move |s: SocketRef| {
         let h = shared.clone();
-        async move { on_connect(s, h) }
+        async move {
+            authenticate(&h, &s, auth.ok()).await?;
+            on_connect(s, h);
+            Ok::<(), Refused>(())
+        }
     };
-    rt.io.ns("/", on_connect.with(auth));
+    let connected = |_: SocketRef| async {};
+    rt.io.ns("/", connected.with(auth));
 }
 
 async fn authenticate(h: &Handlers, s: &SocketRef, auth: Option<Value>) -> Result<(), Refused> {
