@@ -273,6 +273,27 @@ async fn socket_io_guard(State(cors): State<Cors>, mut req: Request, next: Next)
 /// socket pinned its connection's whole read buffer. Owned copies let the buffer go once the connection is
 /// upgraded.
 fn detach_from_read_buffer(req: &mut Request) {
+    // Only what the Engine.IO handshake, the polling transport and the CORS answer read is kept: a browser's
+    // cookies and user agent would otherwise stay in memory as long as its socket.
+    const KEPT: &[&str] = &[
+        "host",
+        "origin",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "access-control-request-method",
+        "access-control-request-headers",
+    ];
+    let dropped: Vec<HeaderName> = req.headers().keys().filter(|k| !KEPT.contains(&k.as_str())).cloned().collect();
+    for name in dropped {
+        req.headers_mut().remove(name);
+    }
     for value in req.headers_mut().values_mut() {
         if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
             owned.set_sensitive(value.is_sensitive());
@@ -280,10 +301,14 @@ fn detach_from_read_buffer(req: &mut Request) {
         }
     }
     if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
-        if let Some(original) = req.extensions_mut().get_mut::<axum::extract::OriginalUri>() {
-            original.0 = uri.clone();
-        }
         *req.uri_mut() = uri;
+    }
+    // Of the extensions only hyper's upgrade handle is used past this point (engineioxide takes it to upgrade to a
+    // websocket); the others (connection info, axum's copy of the URI) would live as long as the socket.
+    let upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+    req.extensions_mut().clear();
+    if let Some(upgrade) = upgrade {
+        req.extensions_mut().insert(upgrade);
     }
 }
 
