@@ -20,7 +20,7 @@ use crate::ratelimit::{LimiterId, RateLimits};
 use crate::realtime::Realtime;
 use crate::store::json::fs::Fs;
 use crate::store::json::lock::DataDirLock;
-use crate::store::json::{JsonOptions, JsonStore};
+use crate::store::json::JsonStore;
 use crate::store::modes::{self, PersistedMode, StoreControl};
 use crate::store::postgres::{PgError, PgOptions, PostgresStore};
 use crate::store::DynStore;
@@ -225,9 +225,7 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         StoreMode::Postgres => None,
         _ => {
             let lock = DataDirLock::acquire(&data_dir).map_err(|e| StartError::Config(e.to_string()))?;
-            let mut json_opts = JsonOptions::new(&data_dir);
-            json_opts.compact_bytes = config.json_compact_bytes;
-            json_opts.compact_seconds = config.json_compact_seconds;
+            let mut json_opts = modes::json_options(&config);
             json_opts.fs = opts.json_fs;
             let json = tokio::task::spawn_blocking(move || JsonStore::open(json_opts))
                 .await

@@ -338,16 +338,8 @@ async fn offline_step(
             let pg = postgres(cfg, target).await?;
             no_live_instance(&pg, target).await?;
             let mut conn = pg.pool().acquire().await.map_err(|e| Refusal(3, format!("fluxstudio: {e}")))?;
-            let (snapshot, _) = crate::migrate::validate::pg_state_and_pending(&mut conn)
+            let report = crate::migrate::rollback::export_for_dual_postgres(&mut conn, &cfg.data_dir)
                 .await
-                .map_err(|e| Refusal(e.code, format!("fluxstudio: {}", e.message)))?;
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-            let opts = crate::migrate::rollback::Options {
-                force: true,
-                backup_dir: Some(cfg.data_dir.join("backups").join(format!("export-{stamp}"))),
-                dry_run: false,
-            };
-            let report = crate::migrate::rollback::write_state(&cfg.data_dir, &snapshot, &opts)
                 .map_err(|e| Refusal(e.code, format!("fluxstudio: {}", e.message)))?;
             println!(
                 "exported PostgreSQL into {} (backup {})",

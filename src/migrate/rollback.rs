@@ -294,6 +294,30 @@ pub fn write_state(data_dir: &Path, state: &State, opts: &Options) -> Result<Rep
     Ok(report)
 }
 
+/// `postgres -> dual-postgres`, live or offline: one repeatable-read snapshot of PostgreSQL written into the files
+/// of `data_dir` (existing files backed up under `backups/export-<UTC>/`), then the `store_outbox` entries pending in
+/// that same snapshot marked done: the files already hold their writes, and replaying them could only repeat older
+/// after-images. The caller owns the data dir.
+pub async fn export_for_dual_postgres(conn: &mut PgConnection, data_dir: &Path) -> Result<Report, Failure> {
+    let (state, included) = super::validate::pg_state_and_pending(conn).await?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let opts = Options {
+        force: true,
+        backup_dir: Some(data_dir.join("backups").join(format!("export-{stamp}"))),
+        dry_run: false,
+    };
+    let dir = data_dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || write_state(&dir, &state, &opts))
+        .await
+        .map_err(|e| Failure::other(e.to_string()))??;
+    sqlx::query("update store_outbox set done_at = now() where seq = any($1)")
+        .bind(&included)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_failure)?;
+    Ok(report)
+}
+
 pub async fn run(conn: &mut PgConnection, data_dir: &Path, opts: &Options) -> Result<Report, Failure> {
     let _lock = super::lock_data_dir(data_dir, "rollback")?;
     let resumed = complete(data_dir)?;

@@ -20,7 +20,7 @@ use super::outbox::{OutboxStatus, Replayer};
 use super::postgres::outbox::PgOutbox;
 use super::postgres::PostgresStore;
 use super::shadow::{ShadowRate, ShadowStore};
-use super::{DynStore, Store, StoreError};
+use super::{DynStore, Store, StoreError, StoreResult};
 use crate::config::{Config, StoreMode};
 use crate::domain::events::EventSink;
 use crate::domain::time;
@@ -507,13 +507,8 @@ impl StoreControl {
     }
 
     pub async fn status(&self) -> StoreStatus {
-        // `store_outbox`'s depth is cached by the worker's passes; an operator's status asks the table itself.
-        let replayer = self.replayer.lock().clone();
-        if let (Some(r), Some(pg)) = (replayer, self.postgres()) {
-            if r.target_name() == "json" {
-                let _ = tokio::time::timeout(Duration::from_secs(2), PgOutbox::new(pg).refresh()).await;
-            }
-        }
+        // An operator's status asks `store_outbox` itself rather than the worker's cached depth.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.refresh_store_outbox_depth()).await;
         let mode = self.mode();
         let persisted = self.persisted.lock().clone();
         let switching = self.switching.try_lock().is_err();
@@ -771,13 +766,10 @@ impl StoreControl {
     async fn drain(&self, deadline: tokio::time::Instant) -> Result<(), SwitchError> {
         let replayer = self.replayer.lock().clone();
         let Some(r) = replayer else { return Ok(()) };
-        let pg_source = r.target_name() == "json";
         loop {
-            let depth = if pg_source {
-                let pg = self.postgres().expect("dual-postgres runs PostgreSQL");
-                PgOutbox::new(pg).refresh().await.map_err(|e| SwitchError::Unavailable(e.to_string()))?.0
-            } else {
-                r.status().depth
+            let depth = match self.refresh_store_outbox_depth().await {
+                Some(asked) => asked.map_err(|e| SwitchError::Unavailable(e.to_string()))?,
+                None => r.status().depth,
             };
             if depth == 0 {
                 return Ok(());
@@ -792,6 +784,17 @@ impl StoreControl {
             r.wake();
             let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20))).await;
         }
+    }
+
+    /// When the running worker replays from `store_outbox` (dual-postgres): its depth asked from the table, which
+    /// also refreshes the worker's cached depth. `None` in the other modes.
+    async fn refresh_store_outbox_depth(&self) -> Option<StoreResult<usize>> {
+        let replayer = self.replayer.lock().clone();
+        if replayer?.target_name() != "json" {
+            return None;
+        }
+        let pg = self.postgres()?;
+        Some(PgOutbox::new(pg).refresh().await.map(|(depth, _)| depth))
     }
 
     async fn next_state(&self, pg: &PostgresStore, mode: StoreMode) -> Result<PersistedMode, SwitchError> {
@@ -908,38 +911,26 @@ impl StoreControl {
     async fn export_and_open(&self, pg: &PostgresStore) -> Result<Arc<JsonStore>, SwitchError> {
         let failed = |what: &str, e: String| SwitchError::Unavailable(format!("{what}: {e}"));
         let mut conn = pg.pool().acquire().await.map_err(|e| failed("PostgreSQL", e.to_string()))?;
-        let (state, included) = crate::migrate::validate::pg_state_and_pending(&mut conn)
+        let report = crate::migrate::rollback::export_for_dual_postgres(&mut conn, &self.data_dir)
             .await
-            .map_err(|e| failed("exporting PostgreSQL", e.message))?;
-        let data_dir = self.data_dir.clone();
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        let opts = crate::migrate::rollback::Options {
-            force: true,
-            backup_dir: Some(data_dir.join("backups").join(format!("export-{stamp}"))),
-            dry_run: false,
-        };
-        let report =
-            tokio::task::spawn_blocking(move || crate::migrate::rollback::write_state(&data_dir, &state, &opts))
-                .await
-                .map_err(|e| failed("export", e.to_string()))?
-                .map_err(|e| failed("writing the JSON files", e.message))?;
-        tracing::info!(backup = ?report.backup, counts = ?report.counts, "PostgreSQL exported into the JSON files");
-        // Entries whose writes the snapshot holds are done; replaying them could only repeat older after-images.
-        sqlx::query("update store_outbox set done_at = now() where seq = any($1)")
-            .bind(&included)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| failed("PostgreSQL", e.to_string()))?;
+            .map_err(|e| failed("exporting PostgreSQL into the JSON files", e.message))?;
         drop(conn);
-        let mut opts = JsonOptions::new(&self.data_dir);
-        opts.compact_bytes = self.config.json_compact_bytes;
-        opts.compact_seconds = self.config.json_compact_seconds;
+        tracing::info!(backup = ?report.backup, counts = ?report.counts, "PostgreSQL exported into the JSON files");
+        let opts = json_options(&self.config);
         let json = tokio::task::spawn_blocking(move || JsonStore::open(opts))
             .await
             .map_err(|e| failed("opening the JSON store", e.to_string()))?
             .map_err(|e| failed("opening the JSON store", e.to_string()))?;
         Ok(Arc::new(json))
     }
+}
+
+/// The JSON store's options from the configuration (the file-system seam stays the default).
+pub fn json_options(config: &Config) -> JsonOptions {
+    let mut opts = JsonOptions::new(&config.data_dir);
+    opts.compact_bytes = config.json_compact_bytes;
+    opts.compact_seconds = config.json_compact_seconds;
+    opts
 }
 
 /// Records the mode and epoch in `store_state` (`by`: the instance or command that changed it).
