@@ -9,8 +9,11 @@ ADMIN_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DURATION=${BENCH_DURATION:-10s}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v pgbench >/dev/null || { echo "pgbench is needed (Debian: postgresql-client)" >&2; exit 2; }
-cargo build --release --locked --bin fluxstudio
-BIN=target/release/fluxstudio
+# BENCH_BIN=path measures a given server binary (before/after pairs) instead of building this tree's.
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else
+  cargo build --release --locked --bin fluxstudio
+  BIN=target/release/fluxstudio
+fi
 
 WORK=$(mktemp -d)
 DB="flux_bench_$$"
@@ -48,10 +51,25 @@ summary() { # label file
   awk -v l="$1" '/Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF}
     END {printf "%-28s %10s req/s  p50 %-8s p99 %-8s non-2xx %s\n", l, r, p50, p99, (bad==""?0:bad)}' "$2"
 }
+# Where the two cores went during a phase (in cores): the server, wrk, and the rest of the machine — which is
+# PostgreSQL when nothing else runs (a build or test elsewhere shows up there too, and makes the figures low).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+load() { # name wrk-args...
+  local name=$1 c0 c1 m0 m1 t0 t1
+  shift
+  c0=$(cpu_ticks "$SERVER_PID"); m0=$(machine_ticks); t0=$(date +%s.%N)
+  { TIMEFORMAT='%U %S'; time wrk -t2 -c32 -d"$DURATION" --latency "$@" >"$WORK/$name.txt"; } 2>"$WORK/$name.time"
+  c1=$(cpu_ticks "$SERVER_PID"); m1=$(machine_ticks); t1=$(date +%s.%N)
+  awk -v c=$((c1 - c0)) -v m=$((m1 - m0)) -v hz="$HZ" -v a="$t0" -v b="$t1" '{ w = $1 + $2 } END {
+    d = b - a; s = c / hz / d; w = w / d; o = m / hz / d - s - w; if (o < 0) o = 0
+    printf "CPU cores: server %.2f, wrk %.2f, PostgreSQL and the rest %.2f\n", s, w, o }' "$WORK/$name.time" \
+    >"$WORK/$name.cpu"
+}
 wrk -t2 -c32 -d2s -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$PROJECT/tasks" >/dev/null
-wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$PROJECT/tasks" >"$WORK/get.txt"
-wrk -t2 -c32 -d"$DURATION" --latency -s bench/post_task.lua -H "Authorization: Bearer $TOKEN" \
-  "$BASE/api/projects/$WRITE_PROJECT/tasks" >"$WORK/post.txt"
+load get -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$PROJECT/tasks"
+load post -s bench/post_task.lua -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$WRITE_PROJECT/tasks"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 
 # The machine's own limits, measured in the same run.
@@ -75,9 +93,9 @@ commit;
 SQL
 INSN=$(pgbench -n -f "$WORK/insert_notify.sql" -c16 -j2 -T"${DURATION%s}" "$PGB_URL" 2>/dev/null | awk '/^tps/ {print int($3)}')
 
-echo "== Flux Studio postgres-mode benchmark, $(date -u +%FT%RZ), $(git describe --always --dirty), $(nproc) CPUs, wrk -t2 -c32 -d$DURATION"
-summary "GET tasks (50 tasks)" "$WORK/get.txt"
-summary "POST task" "$WORK/post.txt"
+echo "== Flux Studio postgres-mode benchmark, $(date -u +%FT%RZ), load average $(cut -d' ' -f1-3 /proc/loadavg), $(git describe --always --dirty), $(nproc) CPUs, wrk -t2 -c32 -d$DURATION"
+summary "GET tasks (50 tasks)" "$WORK/get.txt"; echo "  $(cat "$WORK/get.cpu")"
+summary "POST task" "$WORK/post.txt"; echo "  $(cat "$WORK/post.cpu")"
 echo "pgbench -S (16 clients)          $SEL tps"
 echo "pgbench INSERT-only (16 clients) $INS tps"
 echo "pgbench INSERT + pg_notify in one transaction (16 clients; the old write shape) $INSN tps"
