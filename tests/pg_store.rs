@@ -190,14 +190,14 @@ async fn migrations_create_the_schema_once() {
 
     let before = s.check().await;
     assert_eq!(before.connect_error, None);
-    assert_eq!(before.pending.len(), 4, "{before}");
+    assert_eq!(before.pending.len(), 5, "{before}");
     assert_eq!(before.exit_code(), 1, "pending migrations make db check exit 1");
 
     let first = s.migrate().await.unwrap();
-    assert_eq!(first.applied.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(first.applied.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     let second = s.migrate().await.unwrap();
     assert!(second.applied.is_empty(), "a second run applies nothing");
-    assert_eq!(second.total_applied, 4);
+    assert_eq!(second.total_applied, 5);
     assert!(s.pending_migrations().await.unwrap().is_empty());
 
     let report = s.check().await;
@@ -249,8 +249,8 @@ async fn concurrent_migrations_both_succeed() {
     let (r1, r2) = (r1.expect("first migrate"), r2.expect("second migrate"));
     let mut all: Vec<i64> = r1.applied.iter().chain(&r2.applied).map(|m| m.version).collect();
     all.sort();
-    assert_eq!(all, vec![1, 2, 3, 4], "each migration applied exactly once");
-    assert_eq!(count(&db, "select count(*) from _sqlx_migrations where success").await, 4);
+    assert_eq!(all, vec![1, 2, 3, 4, 5], "each migration applied exactly once");
+    assert_eq!(count(&db, "select count(*) from _sqlx_migrations where success").await, 5);
 }
 
 #[tokio::test]
@@ -569,12 +569,65 @@ async fn concurrent_task_writes_lose_nothing() {
     let p = s.get_project(&p.id).await.unwrap().unwrap();
     assert_eq!(p.tasks.len(), 30);
     assert_eq!(p.progress, 33);
-    let positions: Vec<i32> = sqlx::query_scalar("select position from tasks order by position")
-        .fetch_all(&mut db.conn().await)
-        .await
-        .unwrap();
-    assert_eq!(positions, (0..30).collect::<Vec<_>>(), "positions are distinct and dense");
+    let mut titles: Vec<_> = p.tasks.iter().map(|t| t.title.clone()).collect();
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), 30, "every task is listed once");
+    // Inserts take no project lock (outside dual-postgres), so two that overlap may share a position; the list is
+    // then ordered by creation time and id, and every insert still goes after each task committed before it.
+    let listed: Vec<(i32, String)> = sqlx::query_as(
+        "select position, id::text from tasks order by position, created_at, id",
+    )
+    .fetch_all(&mut db.conn().await)
+    .await
+    .unwrap();
+    assert!(listed.iter().all(|(pos, _)| (0..30).contains(pos)), "{listed:?}");
+    let ids: Vec<String> = listed.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, p.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), "the API lists them in that order");
     assert_eq!(s.list_activities(&p.id, &all_activities()).await.unwrap().total, 40);
+}
+
+/// The stored `progress` (what rollback writes and validate compares) follows the JSON store's rule: a project's
+/// legacy value stands until the project, its members or its tasks are rewritten; from then on it is the tasks'.
+#[tokio::test]
+async fn stored_progress_is_the_legacy_value_until_a_rewrite() {
+    use store::json::state::Op;
+    let db = TestDb::new().await;
+    let s = db.migrated().await;
+    let (a, b, ..) = seed_users(&s).await;
+    let actor = Actor::from_user(&a);
+    // Three "migrated" projects whose stored progress disagrees with their tasks (legacy data does that).
+    let mut legacy = vec![];
+    for (name, stale) in [("tasks", 50), ("members", 77), ("replayed", 10)] {
+        let mut p = (*s.insert_project(project_input(name), &actor).await.unwrap()).clone();
+        p.tasks = vec![Arc::new(s.insert_task(&p.id, task_input("old"), &actor).await.unwrap().0)];
+        p.progress = stale;
+        s.put_project(&p).await.unwrap();
+        assert_eq!(s.get_project(&p.id).await.unwrap().unwrap().progress, stale, "imported as it stands");
+        legacy.push(p);
+    }
+    let stored = |id: String| {
+        let s = &s;
+        async move { s.get_project(&id).await.unwrap().unwrap().progress }
+    };
+
+    let (t, _) = s.insert_task(&legacy[0].id, task_input("new"), &actor).await.unwrap();
+    assert_eq!(stored(legacy[0].id.clone()).await, 0, "a task insert rewrites the project");
+    let done = TaskPatch { status: Some("completed".into()), ..Default::default() };
+    s.update_task(&legacy[0].id, &t.id, done, &actor).await.unwrap();
+    assert_eq!(stored(legacy[0].id.clone()).await, 50, "1 of 2 tasks completed");
+
+    s.add_member(&legacy[1].id, &b, "member", &actor).await.unwrap();
+    assert_eq!(stored(legacy[1].id.clone()).await, 0, "a member write rewrites the project");
+
+    let mut replayed = (*legacy[2].tasks[0]).clone();
+    replayed.status = "completed".into();
+    s.apply_ops(&[Op::PutTask { project: legacy[2].id.clone(), pos: 0, rec: replayed }]).await.unwrap();
+    assert_eq!(stored(legacy[2].id.clone()).await, 100, "a replayed task write rewrites the project");
+    let mut header = (*s.get_project(&legacy[2].id).await.unwrap().unwrap()).clone();
+    header.progress = 10;
+    s.put_project(&header).await.unwrap();
+    assert_eq!(stored(legacy[2].id.clone()).await, 10, "an import stores the record's own value");
 }
 
 // ------------------------------------------------------------------------------------------------------ activities

@@ -244,7 +244,8 @@ const PROJECTS: [&str; 2] = bulk_sql!(
      organization_id = excluded.organization_id, manager_id = excluded.manager_id, status = excluded.status, \
      priority = excluded.priority, start_date = excluded.start_date, due_date = excluded.due_date, \
      progress = excluded.progress, channel_metadata = excluded.channel_metadata, files = excluded.files, \
-     created_at = excluded.created_at, updated_at = excluded.updated_at, extra = excluded.extra"
+     created_at = excluded.created_at, updated_at = excluded.updated_at, extra = excluded.extra, \
+     progress_derived = false"
 );
 
 pub async fn insert_projects(

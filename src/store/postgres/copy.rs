@@ -550,7 +550,8 @@ const MOVE_PROJECTS: [&str; 2] = move_sql!(
      organization_id = excluded.organization_id, manager_id = excluded.manager_id, status = excluded.status, \
      priority = excluded.priority, start_date = excluded.start_date, due_date = excluded.due_date, \
      progress = excluded.progress, channel_metadata = excluded.channel_metadata, files = excluded.files, \
-     created_at = excluded.created_at, updated_at = excluded.updated_at, extra = excluded.extra"
+     created_at = excluded.created_at, updated_at = excluded.updated_at, extra = excluded.extra, \
+     progress_derived = false"
 );
 const MOVE_PROJECT_MEMBERS: [&str; 2] = member_move_sql!("project_members", "project_id", "flux_stage_project_members");
 const MOVE_TASKS: [&str; 2] = move_sql!(

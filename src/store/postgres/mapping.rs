@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::ids::{canonical_uuid, legacy_uuid, storage_id, Entity, Ids};
-use crate::domain::model::Extra;
+use crate::domain::model::{progress_of, Extra};
 use crate::domain::{time, Activity, FileRecord, Member, Milestone, Project, Task, Team, Timestamp, User};
 
 /// A record that cannot be represented in the schema (a timestamp that does not parse, a progress outside 0–100).
@@ -330,6 +330,8 @@ pub struct ProjectHeader {
 pub struct ProjectRow {
     #[sqlx(flatten)]
     pub header: ProjectHeader,
+    /// The stored progress is the tasks' (migration 0005), not the `progress` column.
+    pub progress_derived: bool,
     pub members: Json<Vec<MemberRow>>,
     pub tasks: Json<Vec<TaskRow>>,
     pub milestones: Json<Vec<MilestoneRow>>,
@@ -366,6 +368,8 @@ pub fn project_to_header(p: &Project) -> Result<ProjectHeader, MapError> {
 
 pub fn project_from_row(r: &ProjectRow, ids: &Ids) -> Project {
     let h = &r.header;
+    let tasks: Vec<_> = r.tasks.0.iter().map(|t| std::sync::Arc::new(task_from_row(t, ids))).collect();
+    let progress = if r.progress_derived { progress_of(&tasks) } else { i64::from(h.progress) };
     Project {
         id: ids.public(h.id),
         name: h.name.clone(),
@@ -376,12 +380,12 @@ pub fn project_from_row(r: &ProjectRow, ids: &Ids) -> Project {
         priority: h.priority.clone(),
         start_date: format_ts_opt(h.start_date),
         due_date: format_ts_opt(h.due_date),
-        progress: i64::from(h.progress),
+        progress,
         created_by: ids.public(h.manager_id),
         created_at: format_ts(h.created_at),
         updated_at: Some(format_ts(h.updated_at)),
         members: r.members.0.iter().map(|m| member_from_row(m, ids)).collect(),
-        tasks: r.tasks.0.iter().map(|t| std::sync::Arc::new(task_from_row(t, ids))).collect(),
+        tasks,
         milestones: r.milestones.0.iter().map(|m| milestone_from_row(m, ids)).collect(),
         files: h.files.0.clone(),
         channel_metadata: h.channel_metadata.clone(),

@@ -76,10 +76,12 @@ impl PostgresStore {
             }
             Op::PutTask { project, pos, rec } => {
                 self.put_task(tx, project, *pos, rec).await?;
+                self.mark_replayed_progress_derived(tx, project).await?;
                 ids.push((Entity::Task, &rec.id));
             }
-            Op::DelTask { id, .. } => {
+            Op::DelTask { project, id } => {
                 self.delete_with_tombstone(tx, Entity::Task, id, "delete from tasks where id = $1").await?;
+                self.mark_replayed_progress_derived(tx, project).await?;
             }
             Op::PutMilestone { project, pos, rec } => {
                 self.put_milestone(tx, project, *pos, rec).await?;
@@ -123,11 +125,21 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The JSON store recomputed the project's progress when it applied a task entry (migration 0005).
+    async fn mark_replayed_progress_derived(&self, conn: &mut PgConnection, project: &str) -> StoreResult<()> {
+        sqlx::query(rows::MARK_PROGRESS_DERIVED)
+            .bind(storage_id(Entity::Project, project))
+            .execute(conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// The project's own columns and its members; its tasks and milestones are separate entries.
     async fn put_project_header(&self, conn: &mut PgConnection, p: &Project) -> StoreResult<()> {
         let header = mapping::project_to_header(p).map_err(map_err)?;
         self.record_ids(conn, &[(Entity::Project, &p.id)]).await?;
-        rows::upsert_project(conn, &header).await.map_err(|e| self.err(e))?;
+        rows::upsert_replayed_project(conn, &header).await.map_err(|e| self.err(e))?;
         self.write_members(conn, MemberTable::Project, "project", &p.id, header.id, &p.members).await
     }
 

@@ -34,6 +34,7 @@ macro_rules! project_select {
     () => {
         "select p.id, p.name, p.description, p.team_id, p.organization_id, p.manager_id, p.status, p.priority, \
            p.start_date, p.due_date, p.progress, p.channel_metadata, p.files, p.created_at, p.updated_at, p.extra, \
+           p.progress_derived, \
            coalesce((select jsonb_agg(to_jsonb(m) order by m.position, m.joined_at, m.user_id) \
                      from project_members m where m.project_id = p.id), '[]'::jsonb) as members, \
            coalesce((select jsonb_agg(to_jsonb(t) order by t.position, t.created_at, t.id) \
@@ -45,10 +46,12 @@ macro_rules! project_select {
 }
 
 /// [`project_select`] without the tasks (an empty list): for writes that do not read them (members, milestones).
+/// Without the tasks a derived progress cannot be computed, so these rows carry the stored column as it is.
 macro_rules! project_select_without_tasks {
     () => {
         "select p.id, p.name, p.description, p.team_id, p.organization_id, p.manager_id, p.status, p.priority, \
            p.start_date, p.due_date, p.progress, p.channel_metadata, p.files, p.created_at, p.updated_at, p.extra, \
+           false as progress_derived, \
            coalesce((select jsonb_agg(to_jsonb(m) order by m.position, m.joined_at, m.user_id) \
                      from project_members m where m.project_id = p.id), '[]'::jsonb) as members, \
            '[]'::jsonb as tasks, \
@@ -193,10 +196,17 @@ pub const PROJECT_ACCESS_WITH_TASKS: &str = concat!(
 /// `select … for update` that waited for the lock re-reads the locked row but not its sub-selects, which would
 /// still show the tasks and members as of before the write it waited for. The load that follows is a new
 /// statement, with a snapshot taken after the lock was granted.
-pub const LOCK_PROJECT: &str = "select 1 from projects where id = $1 for update";
-/// [`LOCK_PROJECT`] for the task writes, which need only the stored progress (the lock returns the latest version
-/// of the row, also after a wait).
-pub const LOCK_PROJECT_PROGRESS: &str = "select progress from projects where id = $1 for update";
+///
+/// `for no key update`, not `for update`: it serialises the project's writes among themselves but lets the foreign
+/// key checks of task and activity inserts (`for key share`) through, so an insert that takes no project lock of
+/// its own (`insert_task` outside dual-postgres) never waits behind another project write.
+pub const LOCK_PROJECT: &str = "select 1 from projects where id = $1 for no key update";
+/// [`LOCK_PROJECT`] for the task updates and deletes, answering whether the progress is derived yet.
+pub const LOCK_PROJECT_DERIVED: &str = "select progress_derived from projects where id = $1 for no key update";
+/// Marks the project's stored progress as derived from its tasks (migration 0005), the JSON store's rule once a
+/// project is rewritten. Once set, the `where` is false on the row as read and the statement takes no row lock, so
+/// only a project's first write pays for it.
+pub const MARK_PROGRESS_DERIVED: &str = "update projects set progress_derived = true where id = $1 and not progress_derived";
 /// Membership comes from the member rows (plus the creator, who always counts as an owner), never from a
 /// fallback (legacy defect 11).
 pub const PROJECTS_FOR_USER: &str = concat!(
@@ -206,24 +216,33 @@ pub const PROJECTS_FOR_USER: &str = concat!(
      order by p.created_at, p.id"
 );
 pub const DELETE_PROJECT: &str = "delete from projects where id = $1";
-pub const SET_PROGRESS: &str = "update projects set progress = $2 where id = $1";
 
 const PROJECT_VALUES: &str = "insert into projects (id, name, description, team_id, organization_id, manager_id, \
      status, priority, start_date, due_date, progress, channel_metadata, files, created_at, updated_at, extra) \
      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
-const UPSERT_PROJECT: &str = "insert into projects (id, name, description, team_id, organization_id, manager_id, \
-     status, priority, start_date, due_date, progress, channel_metadata, files, created_at, updated_at, extra) \
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-     on conflict (id) do update set name = excluded.name, description = excluded.description, \
-       team_id = excluded.team_id, organization_id = excluded.organization_id, manager_id = excluded.manager_id, \
-       status = excluded.status, priority = excluded.priority, start_date = excluded.start_date, \
-       due_date = excluded.due_date, progress = excluded.progress, channel_metadata = excluded.channel_metadata, \
-       files = excluded.files, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-       extra = excluded.extra";
-/// The editable header columns; `manager_id` and `created_at` never change after creation.
+macro_rules! upsert_project {
+    () => {
+        "insert into projects (id, name, description, team_id, organization_id, manager_id, \
+         status, priority, start_date, due_date, progress, channel_metadata, files, created_at, updated_at, extra) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         on conflict (id) do update set name = excluded.name, description = excluded.description, \
+           team_id = excluded.team_id, organization_id = excluded.organization_id, manager_id = excluded.manager_id, \
+           status = excluded.status, priority = excluded.priority, start_date = excluded.start_date, \
+           due_date = excluded.due_date, progress = excluded.progress, channel_metadata = excluded.channel_metadata, \
+           files = excluded.files, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+           extra = excluded.extra, "
+    };
+}
+/// A project record as it stands, its `progress` included (an import of the JSON store's state).
+const UPSERT_PROJECT: &str = concat!(upsert_project!(), "progress_derived = false");
+/// A replayed `PutProject`: the JSON store recomputes the progress of a project it already holds (and keeps a new
+/// one's), so an existing row's progress becomes derived.
+const UPSERT_PROJECT_REPLAYED: &str = concat!(upsert_project!(), "progress_derived = true");
+/// The editable header columns; `manager_id` and `created_at` never change after creation. The JSON store
+/// recomputes the progress on this write, so from now on it is derived.
 const UPDATE_PROJECT: &str = "update projects set name = $2, description = $3, team_id = $4, organization_id = $5, \
      status = $6, priority = $7, start_date = $8, due_date = $9, progress = $10, channel_metadata = $11, files = $12, \
-     updated_at = $13, extra = $14 where id = $1";
+     updated_at = $13, extra = $14, progress_derived = true where id = $1";
 
 fn bind_project<'q>(
     sql: &'static str,
@@ -254,6 +273,10 @@ pub async fn insert_project(conn: &mut PgConnection, h: &ProjectHeader) -> Resul
 
 pub async fn upsert_project(conn: &mut PgConnection, h: &ProjectHeader) -> Result<(), sqlx::Error> {
     bind_project(UPSERT_PROJECT, h).execute(conn).await.map(drop)
+}
+
+pub async fn upsert_replayed_project(conn: &mut PgConnection, h: &ProjectHeader) -> Result<(), sqlx::Error> {
+    bind_project(UPSERT_PROJECT_REPLAYED, h).execute(conn).await.map(drop)
 }
 
 pub async fn update_project(conn: &mut PgConnection, h: &ProjectHeader) -> Result<(), sqlx::Error> {
@@ -349,28 +372,26 @@ const UPSERT_TASK: &str = "insert into tasks (id, project_id, position, title, d
 const UPDATE_TASK: &str = "update tasks set title = $3, description = $4, status = $5, priority = $6, \
      assigned_to = $7, due_date = $8, updated_at = $9, completed_at = $10, tags = $11, attachments = $12, extra = $13 \
      where id = $1 and project_id = $2";
-/// A new task goes after every existing one, whatever gaps deletes left (http-api.md §1.11); `$3` is its position
-/// in a project without tasks. Run under the project lock, in a statement after it (see [`LOCK_PROJECT`]), so the
-/// maximum includes every committed task. Answers the counts of [`TASK_COUNTS`] after the insert (the statement's
-/// snapshot does not show its own insert, so the new row is added to them), saving a round trip under the lock.
-const INSERT_TASK_AT_END: &str = "with ins as ( \
+/// A task with its `task_created` activity, in one statement (and, outside a transaction, one round trip and one
+/// commit). The task goes after every existing one, whatever gaps deletes left (http-api.md §1.11); `$3` is its
+/// position in a project without tasks. The project's progress becomes derived ([`MARK_PROGRESS_DERIVED`]).
+///
+/// Under the project lock (dual-postgres, whose outbox must list a project's task inserts in commit order) the
+/// maximum includes every committed task. Without it, inserts into one project run concurrently and commit together
+/// (group commit); two that overlap can take the same position, and they are then listed by creation time and id
+/// (the tie-break of every task list), which is how the JSON store orders two writes that arrive together.
+const INSERT_TASK_AT_END: &str = concat!(
+    "with mark as (update projects set progress_derived = true where id = $2 and not progress_derived), \
+     ins as ( \
        insert into tasks (id, project_id, position, title, description, status, priority, assigned_to, due_date, \
          created_by, created_at, updated_at, completed_at, tags, attachments, extra) \
        values ($1, $2, coalesce((select max(position) + 1 from tasks where project_id = $2), $3), $4, $5, $6, $7, \
-         $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-       returning status), \
-     d as (select (select count(*) from tasks where project_id = $2 and status = 'completed') \
-                  + (select count(*) from ins where status = 'completed') as done) \
-     select d.done, \
-       case when d.done = 0 then 0 else (select count(*) from tasks where project_id = $2) + 1 end as total \
-     from d";
+         $8, $9, $10, $11, $12, $13, $14, $15, $16)) \
+     insert into activities (",
+    activity_cols!(),
+    ") values ($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) on conflict (id) do nothing"
+);
 pub const TASK_BY_ID: &str = concat!("select ", task_cols!(), " from tasks where id = $1 and project_id = $2");
-/// What a project's progress is computed from (`domain::model::progress_from_counts`): completed tasks, and all
-/// tasks only when some are completed (otherwise progress is 0 whatever the total), so that the common case reads
-/// an index range of completed tasks instead of every task.
-pub const TASK_COUNTS: &str = "select d.done, \
-       case when d.done = 0 then 0 else (select count(*) from tasks where project_id = $1) end as total \
-     from (select count(*) as done from tasks where project_id = $1 and status = 'completed') d";
 pub const DELETE_TASK: &str = "delete from tasks where id = $1 and project_id = $2";
 pub const DELETE_TASKS_EXCEPT: &str = "delete from tasks where project_id = $1 and not (id = any($2))";
 
@@ -398,15 +419,15 @@ fn bind_task<'q>(
         .bind(sqlx::types::Json(&r.extra))
 }
 
-/// Returns the project's (completed, total) task counts after the insert, as [`TASK_COUNTS`] does.
-pub async fn insert_task_at_end(
-    conn: &mut PgConnection,
+/// [`INSERT_TASK_AT_END`] on `conn`: a transaction's connection, or a pool (then the statement is its own
+/// transaction).
+pub async fn insert_task_at_end<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
     project: Uuid,
     r: &TaskRow,
-) -> Result<(i64, i64), sqlx::Error> {
-    use sqlx::Row;
-    let row = bind_task(INSERT_TASK_AT_END, project, r).fetch_one(conn).await?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    a: &ActivityRow,
+) -> Result<(), sqlx::Error> {
+    bind_activity(bind_task(INSERT_TASK_AT_END, project, r), a).execute(conn).await.map(drop)
 }
 
 pub async fn upsert_task(conn: &mut PgConnection, project: Uuid, r: &TaskRow) -> Result<u64, sqlx::Error> {
@@ -528,8 +549,15 @@ pub const COUNT_ACTIVITIES: &str = "select count(*) from activities \
        and ($5::timestamptz is null or \"timestamp\" <= $5)";
 
 pub async fn insert_activity(conn: &mut PgConnection, r: &ActivityRow) -> Result<(), sqlx::Error> {
-    sqlx::query(INSERT_ACTIVITY)
-        .bind(r.id)
+    bind_activity(sqlx::query(INSERT_ACTIVITY), r).execute(conn).await.map(drop)
+}
+
+/// Binds the [`activity_cols`] of `r` after the parameters `q` already has.
+fn bind_activity<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    r: &'q ActivityRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(r.id)
         .bind(r.project_id)
         .bind(&r.kind)
         .bind(r.user_id)
@@ -544,9 +572,6 @@ pub async fn insert_activity(conn: &mut PgConnection, r: &ActivityRow) -> Result
         .bind(&r.metadata)
         .bind(r.timestamp)
         .bind(&r.extra)
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 // ---------------------------------------------------------------------------------------------------------- teams

@@ -15,7 +15,7 @@ use super::ids::{storage_id, Entity, Ids};
 use super::mapping::{self, ActivityRow, FileRow, MemberRow, ProjectRow, TaskRow, TeamRow, UserRow};
 use super::rows;
 use super::PostgresStore;
-use crate::domain::model::{progress_from_counts, progress_of};
+use crate::domain::model::progress_of;
 use crate::domain::ops::{
     self, FilePatch, MilestonePatch, NewMilestone, NewProject, NewTask, ProjectPatch, Rejection, TaskPatch,
 };
@@ -108,44 +108,24 @@ impl PostgresStore {
         rows::insert_activity(conn, &row).await.map_err(|e| self.err(e))
     }
 
-    /// Locks the project row for a task write (which reads no other part of the project) and returns the stored
-    /// progress. Writes to one project are serialised by this lock, which keeps task positions in commit order.
-    async fn lock_for_tasks(&self, conn: &mut PgConnection, project: Uuid) -> StoreResult<i16> {
-        let stored: Option<i16> = sqlx::query_scalar(rows::LOCK_PROJECT_PROGRESS)
+    /// Locks the project row for a task update or delete (which reads no other part of the project), so that a
+    /// project's writes, and their outbox entries in dual-postgres, commit in one order; the progress becomes derived.
+    async fn lock_for_tasks(&self, conn: &mut PgConnection, project: Uuid) -> StoreResult<()> {
+        let derived: Option<bool> = sqlx::query_scalar(rows::LOCK_PROJECT_DERIVED)
             .bind(project)
-            .fetch_optional(conn)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.err(e))?;
-        stored.ok_or(PROJECT_NOT_FOUND)
+        if !derived.ok_or(PROJECT_NOT_FOUND)? {
+            self.mark_progress_derived(conn, project).await?;
+        }
+        Ok(())
     }
 
     /// The JSON store recomputes a project's stored `progress` whenever it rewrites the project, its members or its
-    /// tasks; so do we, from counts taken inside the write's transaction (under the project lock), writing only when
-    /// the value changes.
-    async fn sync_progress(&self, conn: &mut PgConnection, project: Uuid, stored: i16) -> StoreResult<()> {
-        let counts =
-            sqlx::query_as(rows::TASK_COUNTS).bind(project).fetch_one(&mut *conn).await.map_err(|e| self.err(e))?;
-        self.store_progress(conn, project, stored, counts).await
-    }
-
-    /// Writes the progress of `(completed, total)` tasks when it differs from the `stored` one.
-    async fn store_progress(
-        &self,
-        conn: &mut PgConnection,
-        project: Uuid,
-        stored: i16,
-        (done, total): (i64, i64),
-    ) -> StoreResult<()> {
-        let progress = progress_from_counts(done.unsigned_abs(), total.unsigned_abs());
-        if progress == i64::from(stored) {
-            return Ok(());
-        }
-        sqlx::query(rows::SET_PROGRESS)
-            .bind(project)
-            .bind(progress as i16)
-            .execute(conn)
-            .await
-            .map_err(|e| self.err(e))?;
+    /// tasks; from the first such write on, the stored progress is the tasks' (see migration 0005).
+    async fn mark_progress_derived(&self, conn: &mut PgConnection, project: Uuid) -> StoreResult<()> {
+        sqlx::query(rows::MARK_PROGRESS_DERIVED).bind(project).execute(conn).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -451,22 +431,36 @@ impl Store for PostgresStore {
     async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)> {
         let task = ops::build_task(input, actor);
         let activity = ops::task_created_activity(project_id, &task, actor);
-        // Position 0 if the project has no task yet; else after the last one (decided under the lock).
+        // Position 0 if the project has no task yet; else after the last one (see `rows::INSERT_TASK_AT_END`).
         let row = mapping::task_to_row(&task, 0).map_err(map_err)?;
+        let act_row = mapping::activity_to_row(&activity, None).map_err(map_err)?;
         let project = storage_id(Entity::Project, project_id);
         let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let stored = self.lock_for_tasks(&mut tx, project).await?;
-        let counts = rows::insert_task_at_end(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
-        self.insert_activity(&mut tx, &activity, None).await?;
-        self.store_progress(&mut tx, project, stored, counts).await?;
-        self.record_outbox(&mut tx, || {
-            let rec = task.clone();
-            vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
-        })
-        .await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        self.outbox_committed();
+        let not_found = |e: sqlx::Error| match &e {
+            // The project went away since the caller's access check: the task's foreign key refuses it.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503")
+                && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
+            {
+                PROJECT_NOT_FOUND
+            }
+            _ => self.err(e),
+        };
+        if self.outbox_epoch().is_none() {
+            // One statement, its own transaction: no project lock, so inserts into one project share commits. (A
+            // switch to dual-postgres turns recording on only while no write is in flight: the write gate.)
+            rows::insert_task_at_end(&self.pool, project, &row, &act_row).await.map_err(not_found)?;
+        } else {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            self.lock_for_tasks(&mut tx, project).await?;
+            rows::insert_task_at_end(&mut *tx, project, &row, &act_row).await.map_err(not_found)?;
+            self.record_outbox(&mut tx, || {
+                let rec = task.clone();
+                vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
+            })
+            .await?;
+            tx.commit().await.map_err(|e| self.err(e))?;
+            self.outbox_committed();
+        }
         self.publish(events);
         Ok((task, activity))
     }
@@ -480,13 +474,12 @@ impl Store for PostgresStore {
     ) -> StoreResult<(Task, Activity)> {
         let project = storage_id(Entity::Project, project_id);
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let stored = self.lock_for_tasks(&mut tx, project).await?;
+        self.lock_for_tasks(&mut tx, project).await?;
         let (old, mut task) = self.task_in(&mut tx, project, task_id).await?;
         let activity = ops::apply_task_patch(project_id, &mut task, patch, actor);
         let row = mapping::task_to_row(&task, old.position).map_err(map_err)?;
         rows::update_task(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
-        self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
         self.record_outbox(&mut tx, || {
             let rec = task.clone();
@@ -502,12 +495,11 @@ impl Store for PostgresStore {
     async fn delete_task(&self, project_id: &str, task_id: &str, actor: &Actor) -> StoreResult<Activity> {
         let project = storage_id(Entity::Project, project_id);
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let stored = self.lock_for_tasks(&mut tx, project).await?;
+        self.lock_for_tasks(&mut tx, project).await?;
         let (row, task) = self.task_in(&mut tx, project, task_id).await?;
         let activity = ops::task_deleted_activity(project_id, &task, actor);
         sqlx::query(rows::DELETE_TASK).bind(row.id).bind(project).execute(&mut *tx).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
-        self.sync_progress(&mut tx, project, stored).await?;
         let events = DomainEvent::task_deleted(project_id, task_id, actor, &activity);
         self.record_outbox(&mut tx, || {
             vec![Op::DelTask { project: project_id.to_owned(), id: task.id.clone() }, activity_op(&activity)]
@@ -539,7 +531,7 @@ impl Store for PostgresStore {
             return Err(if duplicate { StoreError::Rejected(ALREADY_MEMBER) } else { self.err(e) });
         }
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
-        self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
+        self.mark_progress_derived(&mut tx, loaded.id()).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -581,7 +573,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
-        self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
+        self.mark_progress_derived(&mut tx, loaded.id()).await?;
         let events = vec![DomainEvent::ActivityAdded(act.clone())];
         self.record_outbox(&mut tx, || members_ops(&loaded.project, members, &act)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -616,7 +608,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &act, Some(user_id)).await?;
-        self.sync_progress(&mut tx, loaded.id(), loaded.row.header.progress).await?;
+        self.mark_progress_derived(&mut tx, loaded.id()).await?;
         let events = vec![
             DomainEvent::ActivityAdded(act.clone()),
             DomainEvent::MemberRemoved { project_id: project_id.to_owned(), member_ref: entry.to_owned() },
