@@ -389,7 +389,8 @@ const INSERT_TASK_AT_END: &str = concat!(
          $8, $9, $10, $11, $12, $13, $14, $15, $16)) \
      insert into activities (",
     activity_cols!(),
-    ") values ($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) on conflict (id) do nothing"
+    // A new activity has a new id: no `on conflict` (a speculative insertion costs more than a plain one).
+    ") values ($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)"
 );
 pub const TASK_BY_ID: &str = concat!("select ", task_cols!(), " from tasks where id = $1 and project_id = $2");
 pub const DELETE_TASK: &str = "delete from tasks where id = $1 and project_id = $2";
