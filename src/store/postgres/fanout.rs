@@ -123,6 +123,11 @@ fn pack(origin_json: &str, kind: &str, items: &[String], limit: usize, seq: &mut
     out
 }
 
+/// How every envelope an instance writes begins (`origin_json` is its id as a JSON string).
+fn envelope_prefix(origin_json: &str) -> String {
+    format!("{{\"v\":1,\"origin\":{origin_json},")
+}
+
 fn reference(origin_json: &str, seq: u64, id: i64) -> String {
     format!("{{\"v\":1,\"origin\":{origin_json},\"seq\":{seq},\"ref\":{id}}}")
 }
@@ -208,8 +213,15 @@ impl PostgresStore {
             .execute(&self.pool)
             .await?;
         presence(own.clone(), PresenceMsg::Sync);
+        // This instance's own notifications come back to it too, as many as it publishes: recognise them by the
+        // start every envelope it writes has (`pack`, and serde's field order for the sync above) instead of parsing
+        // their events only to drop them. Anything else still goes through the full parse and origin check.
+        let own_prefix = envelope_prefix(&serde_json::Value::String(own.clone()).to_string());
         loop {
             let n = listener.recv().await?;
+            if n.payload().starts_with(&own_prefix) {
+                continue;
+            }
             let Ok(mut env) = serde_json::from_str::<Envelope>(n.payload()) else {
                 metrics::counter!("flux_fanout_notifications_total", "direction" => "invalid").increment(1);
                 continue;
@@ -371,6 +383,36 @@ mod tests {
         match p {
             Payload::Inline(t) => t,
             Payload::Stored { .. } => panic!("expected an inline payload, got {p:?}"),
+        }
+    }
+
+    /// The listener drops its own notifications by their first bytes; every kind of envelope must start so.
+    #[test]
+    fn every_envelope_an_instance_writes_starts_with_its_prefix() {
+        let origin_json = serde_json::Value::String("inst-\"1\"".into()).to_string();
+        let prefix = envelope_prefix(&origin_json);
+        let mut seq = 1;
+        let mut written: Vec<String> = pack(&origin_json, "events", &items(&[10, 9000]), 7900, &mut seq)
+            .iter()
+            .map(|p| match p {
+                Payload::Inline(t) => t.clone(),
+                Payload::Stored { .. } => reference(&origin_json, 2, 42),
+            })
+            .collect();
+        let sync = Envelope {
+            v: 1,
+            origin: "inst-\"1\"".into(),
+            seq: None,
+            events: None,
+            presence: Some(vec![PresenceMsg::Sync]),
+            reference: None,
+        };
+        written.push(serde_json::to_string(&sync).unwrap());
+        assert_eq!(written.len(), 3);
+        for w in &written {
+            assert!(w.starts_with(&prefix), "{w}");
+            let other = envelope_prefix(&serde_json::Value::String("inst-\"2\"".into()).to_string());
+            assert!(!w.starts_with(&other), "{w}");
         }
     }
 
