@@ -119,3 +119,19 @@ pub async fn restore(conn: &mut PgConnection) -> Result<Vec<&'static str>, sqlx:
     create(conn, &gone).await?;
     Ok(gone)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_index_is_a_plain_index_of_the_migrations() {
+        let migrations = include_str!("../../../migrations/0001_entities.sql");
+        for d in &DEFERRABLE_INDEXES {
+            let plain = d.create.replacen("create index if not exists ", "create index ", 1);
+            assert!(migrations.contains(&format!("{plain};")), "{} is not in 0001_entities.sql as {plain}", d.name);
+            assert_eq!(d.drop, format!("drop index if exists {}", d.name));
+            assert_eq!(DEFERRABLE_INDEXES.iter().filter(|o| o.name == d.name).count(), 1, "{} listed twice", d.name);
+        }
+    }
+}
