@@ -392,18 +392,26 @@ async fn migrate_cmd(cfg: Config, args: MigrateArgs, quiet: bool) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(migrate::db_failure(e)),
     };
-    // A second connection keeps two batches in flight; without one (a pool of 1) the run is sequential.
-    let mut second = if args.dry_run { None } else { store.pool().acquire().await.ok() };
+    // More connections keep more batches in flight: with two cores, four backends keep both busy while some wait
+    // for their next statement; a smaller pool gives fewer (its size is the user's choice), a pool of 1 none.
+    let extra = if args.dry_run { 0 } else { (store.pool().options().get_max_connections() as usize).clamp(1, 4) - 1 };
+    let mut others = Vec::with_capacity(extra);
+    for _ in 0..extra {
+        match store.pool().acquire().await {
+            Ok(c) => others.push(c),
+            Err(_) => break,
+        }
+    }
     let report = backfill::run(
         &mut conn,
-        second.as_deref_mut(),
+        others.iter_mut().map(|c| &mut **c).collect(),
         &state,
         cfg.data_dir.display().to_string(),
         store.target(),
         &opts,
     )
     .await;
-    drop(second);
+    drop(others);
     drop(conn);
     store.close().await;
     match report {

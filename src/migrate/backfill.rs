@@ -16,10 +16,11 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::{db_failure, Failure, Kind};
-use crate::domain::{vocab, Member};
+use crate::domain::{vocab, Member, Project};
 use crate::store::json::state::State;
 use crate::store::postgres::bulk::{self, MemberTable, OnConflict, Written};
 use crate::store::postgres::copy::{self, FkMode};
+use crate::store::postgres::deferred;
 use crate::store::postgres::ids::{canonical_uuid, storage_id, Entity};
 use crate::store::postgres::mapping::{
     self, member_is_email, ActivityRow, FileRow, MapError, MemberRow, MilestoneRow, ProjectHeader, TaskRow, TeamHeader,
@@ -201,14 +202,27 @@ struct Prepared<T> {
 }
 
 impl<T> Prepared<T> {
-    fn from_items(mut items: Vec<(Key, String, LegacyPairs, T)>) -> Prepared<T> {
-        items.sort_by_key(|i| i.0);
-        let mut p = Prepared { keys: Vec::new(), ids: Vec::new(), legacy: Vec::new(), rows: Vec::new() };
-        for (k, id, l, r) in items {
-            p.keys.push(k);
-            p.ids.push(id);
-            p.legacy.push(l);
-            p.rows.push(r);
+    fn from_items(items: Vec<(Key, String, LegacyPairs, T)>) -> Prepared<T> {
+        // Sorting the items themselves moved every (large) row about log n times, seconds for a million tasks;
+        // sorting (key, position) pairs and then moving each row once does not. The position breaks ties, so
+        // equal keys keep their input order as with the stable sort.
+        let mut order: Vec<(Key, usize)> = items.iter().enumerate().map(|(i, item)| (item.0, i)).collect();
+        order.sort_unstable();
+        let n = items.len();
+        let mut slots: Vec<Option<(Key, String, LegacyPairs, T)>> = items.into_iter().map(Some).collect();
+        let mut p = Prepared {
+            keys: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            legacy: Vec::with_capacity(n),
+            rows: Vec::with_capacity(n),
+        };
+        for (_, i) in order {
+            if let Some((k, id, l, r)) = slots[i].take() {
+                p.keys.push(k);
+                p.ids.push(id);
+                p.legacy.push(l);
+                p.rows.push(r);
+            }
         }
         p
     }
@@ -513,6 +527,204 @@ fn members_of(
     }
 }
 
+type Items<T> = Vec<(Key, String, LegacyPairs, T)>;
+
+/// One share of the projects, planned ([`plan_projects`]).
+struct ProjectsPlan {
+    read: HashMap<Kind, u64>,
+    tombstoned: HashMap<Kind, u64>,
+    checks: Checks,
+    known: Vec<Uuid>,
+    projects: Items<(String, ProjectHeader)>,
+    members: Items<(Uuid, MemberRow)>,
+    tasks: Items<(String, Uuid, TaskRow)>,
+    milestones: Items<(String, Uuid, MilestoneRow)>,
+}
+
+/// Checks and maps `projects` with their members, tasks and milestones.
+fn plan_projects(
+    projects: &[&Project],
+    pg: &Existing,
+    users: &Users,
+    known_teams: &HashSet<Uuid>,
+    null_dangling: bool,
+) -> ProjectsPlan {
+    let mut read: HashMap<Kind, u64> = HashMap::new();
+    let mut tombstoned: HashMap<Kind, u64> = HashMap::new();
+    let mut own_checks = Checks { null_dangling, errors: Vec::new(), nulled: Vec::new(), error_counts: HashMap::new() };
+    let checks = &mut own_checks;
+    let mut known = Vec::new();
+    let mut project_items = Vec::new();
+    let mut project_member_items = Vec::new();
+    let mut task_items = Vec::new();
+    let mut milestone_items = Vec::new();
+    for p in projects {
+        *read.entry(Kind::Projects).or_default() += 1;
+        *read.entry(Kind::ProjectMembers).or_default() += p.members.len() as u64;
+        *read.entry(Kind::Tasks).or_default() += p.tasks.len() as u64;
+        *read.entry(Kind::Milestones).or_default() += p.milestones.len() as u64;
+        let children_failed = |checks: &mut Checks, why: &str| {
+            for m in &p.members {
+                checks.error(Kind::ProjectMembers, &format!("{}/{}", p.id, m.user_id), "projectId", why.into());
+            }
+            for t in &p.tasks {
+                checks.error(Kind::Tasks, &t.id, "projectId", why.into());
+            }
+            for m in &p.milestones {
+                checks.error(Kind::Milestones, &m.id, "projectId", why.into());
+            }
+        };
+        let pid = storage_id(Entity::Project, &p.id);
+        if pg.tombstoned_projects.contains(&p.id) || pg.tombstoned_projects.contains(&pid.to_string()) {
+            // Deleted during a dual mode: neither the project nor anything it embeds comes back.
+            *tombstoned.entry(Kind::Projects).or_default() += 1;
+            *tombstoned.entry(Kind::ProjectMembers).or_default() += p.members.len() as u64;
+            *tombstoned.entry(Kind::Tasks).or_default() += p.tasks.len() as u64;
+            *tombstoned.entry(Kind::Milestones).or_default() += p.milestones.len() as u64;
+            continue;
+        }
+        let ok_status = checks.vocab(Kind::Projects, &p.id, "status", &p.status, &vocab::PROJECT_STATUS);
+        let ok_priority =
+            ok_status && checks.vocab(Kind::Projects, &p.id, "priority", &p.priority, &vocab::PROJECT_PRIORITY);
+        if !ok_priority {
+            children_failed(checks, "its project was not migrated");
+            continue;
+        }
+        let mut header = match mapping::project_to_header(p) {
+            Ok(h) => h,
+            Err(e) => {
+                checks.map_error(Kind::Projects, &p.id, e);
+                children_failed(checks, "its project was not migrated");
+                continue;
+            }
+        };
+        if !users.known.contains(&header.manager_id) {
+            checks.error(Kind::Projects, &p.id, "createdBy", format!("references unknown user {}", p.created_by));
+            children_failed(checks, "its project was not migrated");
+            continue;
+        }
+        let mut refused = false;
+        for (field, value) in [("teamId", &p.team_id), ("organizationId", &p.organization_id)] {
+            let Some(team) = value else { continue };
+            if known_teams.contains(&storage_id(Entity::Team, team)) {
+                continue;
+            }
+            if checks.dangling(Kind::Projects, &p.id, field, format!("references unknown team {team}"), true) {
+                match field {
+                    "teamId" => header.team_id = None,
+                    _ => header.organization_id = None,
+                }
+            } else {
+                refused = true;
+            }
+        }
+        if refused {
+            children_failed(checks, "its project was not migrated");
+            continue;
+        }
+        known.push(pid);
+        members_of(
+            Parent {
+                kind: Kind::ProjectMembers,
+                parent_kind: "project",
+                public: &p.id,
+                id: pid,
+                roles: vocab::PROJECT_MEMBER_ROLE_VALUES,
+            },
+            &p.members,
+            users,
+            checks,
+            &mut project_member_items,
+        );
+        for (i, t) in p.tasks.iter().enumerate() {
+            if !checks.vocab(Kind::Tasks, &t.id, "status", &t.status, &vocab::TASK_STATUS)
+                || !checks.vocab(Kind::Tasks, &t.id, "priority", &t.priority, &vocab::TASK_PRIORITY)
+            {
+                continue;
+            }
+            let mut row = match mapping::task_to_row(t, i as i32) {
+                Ok(r) => r,
+                Err(e) => {
+                    checks.map_error(Kind::Tasks, &t.id, e);
+                    continue;
+                }
+            };
+            if !users.known.contains(&row.created_by) {
+                checks.error(Kind::Tasks, &t.id, "createdBy", format!("references unknown user {}", t.created_by));
+                continue;
+            }
+            if let (Some(a), Some(raw)) = (row.assigned_to, &t.assigned_to) {
+                if !users.known.contains(&a) {
+                    if !checks.dangling(
+                        Kind::Tasks,
+                        &t.id,
+                        "assignedTo",
+                        format!("references unknown user {raw}"),
+                        true,
+                    ) {
+                        continue;
+                    }
+                    row.assigned_to = None;
+                }
+            }
+            task_items.push((
+                (row.id, Uuid::nil()),
+                t.id.clone(),
+                legacy_of(Entity::Task, &t.id),
+                (t.id.clone(), pid, row),
+            ));
+        }
+        for (i, m) in p.milestones.iter().enumerate() {
+            if !checks.vocab(Kind::Milestones, &m.id, "status", &m.status, &vocab::MILESTONE_STATUS) {
+                continue;
+            }
+            let mut row = match mapping::milestone_to_row(m, i as i32) {
+                Ok(r) => r,
+                Err(e) => {
+                    checks.map_error(Kind::Milestones, &m.id, e);
+                    continue;
+                }
+            };
+            if let (Some(c), Some(raw)) = (row.created_by, &m.created_by) {
+                if !users.known.contains(&c) {
+                    if !checks.dangling(
+                        Kind::Milestones,
+                        &m.id,
+                        "createdBy",
+                        format!("references unknown user {raw}"),
+                        true,
+                    ) {
+                        continue;
+                    }
+                    row.created_by = None;
+                }
+            }
+            milestone_items.push((
+                (row.id, Uuid::nil()),
+                m.id.clone(),
+                legacy_of(Entity::Milestone, &m.id),
+                (m.id.clone(), pid, row),
+            ));
+        }
+        project_items.push((
+            (pid, Uuid::nil()),
+            p.id.clone(),
+            legacy_of(Entity::Project, &p.id),
+            (p.id.clone(), header),
+        ));
+    }
+    ProjectsPlan {
+        read,
+        tombstoned,
+        checks: own_checks,
+        known,
+        projects: project_items,
+        members: project_member_items,
+        tasks: task_items,
+        milestones: milestone_items,
+    }
+}
+
 fn plan(state: &State, pg: &Existing, opts: &Options, checks: &mut Checks) -> Plan {
     let mut read: HashMap<Kind, u64> = HashMap::new();
     let mut tombstoned: HashMap<Kind, u64> = HashMap::new();
@@ -594,166 +806,45 @@ fn plan(state: &State, pg: &Existing, opts: &Options, checks: &mut Checks) -> Pl
         ));
     }
 
-    // Projects with their members, tasks and milestones.
+    // Projects with their members, tasks and milestones: most of the rows, mapped on every core (the database
+    // waits meanwhile). Each thread takes a contiguous share and the shares are joined in order, so rows, row
+    // errors and counts come out exactly as from one pass.
+    let all: Vec<&Project> = state.projects.values().map(|p| &**p).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let share = all.len().div_ceil(threads).max(1000);
+    let null_dangling = checks.null_dangling;
+    let parts: Vec<ProjectsPlan> = std::thread::scope(|scope| {
+        let running: Vec<_> = all
+            .chunks(share)
+            .map(|chunk| {
+                let (users, known_teams) = (&users, &known_teams);
+                scope.spawn(move || plan_projects(chunk, pg, users, known_teams, null_dangling))
+            })
+            .collect();
+        running.into_iter().map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
     let mut known_projects: HashSet<Uuid> = pg.projects.clone();
     let mut project_items = Vec::new();
     let mut project_member_items = Vec::new();
     let mut task_items = Vec::new();
     let mut milestone_items = Vec::new();
-    for p in state.projects.values() {
-        *read.entry(Kind::Projects).or_default() += 1;
-        *read.entry(Kind::ProjectMembers).or_default() += p.members.len() as u64;
-        *read.entry(Kind::Tasks).or_default() += p.tasks.len() as u64;
-        *read.entry(Kind::Milestones).or_default() += p.milestones.len() as u64;
-        let children_failed = |checks: &mut Checks, why: &str| {
-            for m in &p.members {
-                checks.error(Kind::ProjectMembers, &format!("{}/{}", p.id, m.user_id), "projectId", why.into());
-            }
-            for t in &p.tasks {
-                checks.error(Kind::Tasks, &t.id, "projectId", why.into());
-            }
-            for m in &p.milestones {
-                checks.error(Kind::Milestones, &m.id, "projectId", why.into());
-            }
-        };
-        let pid = storage_id(Entity::Project, &p.id);
-        if pg.tombstoned_projects.contains(&p.id) || pg.tombstoned_projects.contains(&pid.to_string()) {
-            // Deleted during a dual mode: neither the project nor anything it embeds comes back.
-            *tombstoned.entry(Kind::Projects).or_default() += 1;
-            *tombstoned.entry(Kind::ProjectMembers).or_default() += p.members.len() as u64;
-            *tombstoned.entry(Kind::Tasks).or_default() += p.tasks.len() as u64;
-            *tombstoned.entry(Kind::Milestones).or_default() += p.milestones.len() as u64;
-            continue;
+    for part in parts {
+        for (kind, n) in part.read {
+            *read.entry(kind).or_default() += n;
         }
-        let ok_status = checks.vocab(Kind::Projects, &p.id, "status", &p.status, &vocab::PROJECT_STATUS);
-        let ok_priority =
-            ok_status && checks.vocab(Kind::Projects, &p.id, "priority", &p.priority, &vocab::PROJECT_PRIORITY);
-        if !ok_priority {
-            children_failed(checks, "its project was not migrated");
-            continue;
+        for (kind, n) in part.tombstoned {
+            *tombstoned.entry(kind).or_default() += n;
         }
-        let mut header = match mapping::project_to_header(p) {
-            Ok(h) => h,
-            Err(e) => {
-                checks.map_error(Kind::Projects, &p.id, e);
-                children_failed(checks, "its project was not migrated");
-                continue;
-            }
-        };
-        if !users.known.contains(&header.manager_id) {
-            checks.error(Kind::Projects, &p.id, "createdBy", format!("references unknown user {}", p.created_by));
-            children_failed(checks, "its project was not migrated");
-            continue;
+        checks.errors.extend(part.checks.errors);
+        checks.nulled.extend(part.checks.nulled);
+        for (kind, n) in part.checks.error_counts {
+            *checks.error_counts.entry(kind).or_default() += n;
         }
-        let mut refused = false;
-        for (field, value) in [("teamId", &p.team_id), ("organizationId", &p.organization_id)] {
-            let Some(team) = value else { continue };
-            if known_teams.contains(&storage_id(Entity::Team, team)) {
-                continue;
-            }
-            if checks.dangling(Kind::Projects, &p.id, field, format!("references unknown team {team}"), true) {
-                match field {
-                    "teamId" => header.team_id = None,
-                    _ => header.organization_id = None,
-                }
-            } else {
-                refused = true;
-            }
-        }
-        if refused {
-            children_failed(checks, "its project was not migrated");
-            continue;
-        }
-        known_projects.insert(pid);
-        members_of(
-            Parent {
-                kind: Kind::ProjectMembers,
-                parent_kind: "project",
-                public: &p.id,
-                id: pid,
-                roles: vocab::PROJECT_MEMBER_ROLE_VALUES,
-            },
-            &p.members,
-            &users,
-            checks,
-            &mut project_member_items,
-        );
-        for (i, t) in p.tasks.iter().enumerate() {
-            if !checks.vocab(Kind::Tasks, &t.id, "status", &t.status, &vocab::TASK_STATUS)
-                || !checks.vocab(Kind::Tasks, &t.id, "priority", &t.priority, &vocab::TASK_PRIORITY)
-            {
-                continue;
-            }
-            let mut row = match mapping::task_to_row(t, i as i32) {
-                Ok(r) => r,
-                Err(e) => {
-                    checks.map_error(Kind::Tasks, &t.id, e);
-                    continue;
-                }
-            };
-            if !users.known.contains(&row.created_by) {
-                checks.error(Kind::Tasks, &t.id, "createdBy", format!("references unknown user {}", t.created_by));
-                continue;
-            }
-            if let (Some(a), Some(raw)) = (row.assigned_to, &t.assigned_to) {
-                if !users.known.contains(&a) {
-                    if !checks.dangling(
-                        Kind::Tasks,
-                        &t.id,
-                        "assignedTo",
-                        format!("references unknown user {raw}"),
-                        true,
-                    ) {
-                        continue;
-                    }
-                    row.assigned_to = None;
-                }
-            }
-            task_items.push((
-                (row.id, Uuid::nil()),
-                t.id.clone(),
-                legacy_of(Entity::Task, &t.id),
-                (t.id.clone(), pid, row),
-            ));
-        }
-        for (i, m) in p.milestones.iter().enumerate() {
-            if !checks.vocab(Kind::Milestones, &m.id, "status", &m.status, &vocab::MILESTONE_STATUS) {
-                continue;
-            }
-            let mut row = match mapping::milestone_to_row(m, i as i32) {
-                Ok(r) => r,
-                Err(e) => {
-                    checks.map_error(Kind::Milestones, &m.id, e);
-                    continue;
-                }
-            };
-            if let (Some(c), Some(raw)) = (row.created_by, &m.created_by) {
-                if !users.known.contains(&c) {
-                    if !checks.dangling(
-                        Kind::Milestones,
-                        &m.id,
-                        "createdBy",
-                        format!("references unknown user {raw}"),
-                        true,
-                    ) {
-                        continue;
-                    }
-                    row.created_by = None;
-                }
-            }
-            milestone_items.push((
-                (row.id, Uuid::nil()),
-                m.id.clone(),
-                legacy_of(Entity::Milestone, &m.id),
-                (m.id.clone(), pid, row),
-            ));
-        }
-        project_items.push((
-            (pid, Uuid::nil()),
-            p.id.clone(),
-            legacy_of(Entity::Project, &p.id),
-            (p.id.clone(), header),
-        ));
+        known_projects.extend(part.known);
+        project_items.extend(part.projects);
+        project_member_items.extend(part.members);
+        task_items.extend(part.tasks);
+        milestone_items.extend(part.milestones);
     }
 
     // Files.
@@ -875,6 +966,19 @@ fn row_reason(e: &sqlx::Error) -> String {
     }
 }
 
+/// The table of an entity whose lookup indexes may be built after its load ([`deferred`]).
+fn deferrable_table(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Projects => Some("projects"),
+        Kind::ProjectMembers => Some("project_members"),
+        Kind::Tasks => Some("tasks"),
+        Kind::Milestones => Some("milestones"),
+        Kind::Files => Some("files"),
+        Kind::Activities => Some("activities"),
+        Kind::Users | Kind::Teams | Kind::TeamMembers => None,
+    }
+}
+
 struct Checkpoint {
     last: Option<Key>,
     finished: bool,
@@ -892,13 +996,34 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Writes one entity from its checkpoint on. With a second connection, two batches are in flight at once (the
-    /// insert is where the time goes: index and foreign-key maintenance); they still commit in key order, each
-    /// with its checkpoint, so the checkpoint only ever covers contiguous committed batches.
+    async fn run_entity(
+        &mut self,
+        conn: &mut PgConnection,
+        others: &mut [&mut PgConnection],
+        kind: Kind,
+        plan: &Plan,
+    ) -> Result<(), Failure> {
+        match kind {
+            Kind::Users => self.run_kind(conn, others, kind, &plan.users).await,
+            Kind::Teams => self.run_kind(conn, others, kind, &plan.teams).await,
+            Kind::TeamMembers => self.run_kind(conn, others, kind, &plan.team_members).await,
+            Kind::Projects => self.run_kind(conn, others, kind, &plan.projects).await,
+            Kind::ProjectMembers => self.run_kind(conn, others, kind, &plan.project_members).await,
+            Kind::Tasks => self.run_kind(conn, others, kind, &plan.tasks).await,
+            Kind::Milestones => self.run_kind(conn, others, kind, &plan.milestones).await,
+            Kind::Files => self.run_kind(conn, others, kind, &plan.files).await,
+            Kind::Activities => self.run_kind(conn, others, kind, &plan.activities).await,
+        }
+    }
+
+    /// Writes one entity from its checkpoint on. With other connections, one batch per connection is in flight at
+    /// once (the time goes into PostgreSQL's inserts, and one backend keeps one core busy at best); they still
+    /// commit in key order, each with its checkpoint, so the checkpoint only ever covers contiguous committed
+    /// batches.
     async fn run_kind<T: Bulk>(
         &mut self,
         conn: &mut PgConnection,
-        mut second: Option<&mut PgConnection>,
+        others: &mut [&mut PgConnection],
         kind: Kind,
         p: &Prepared<T>,
     ) -> Result<(), Failure> {
@@ -915,6 +1040,16 @@ impl Runner<'_> {
             None => 0,
         };
         self.counts.entry(kind.name().into()).or_default().unchanged += start as u64;
+        let began = Instant::now();
+        let table = deferrable_table(kind).filter(|_| !self.opts.dry_run);
+        if let Some(t) = table {
+            // Into an empty table, building the lookup indexes once afterwards is several times cheaper than
+            // maintaining them row by row. A table with rows keeps them: its rows came from a dual-json server
+            // or an earlier run, and a resumed run finds them already recreated at start-up (deferred::restore).
+            if deferred::table_is_empty(conn, t).await.map_err(db_failure)? == Some(true) {
+                deferred::drop_for_load(conn, t).await.map_err(db_failure)?;
+            }
+        }
         let bar = self.opts.progress.then(|| {
             let bar = indicatif::ProgressBar::new(p.rows.len() as u64);
             bar.set_style(
@@ -929,32 +1064,49 @@ impl Runner<'_> {
         let n = p.rows.len();
         let mut i = start;
         while i < n {
-            let end = (i + size).min(n);
-            match second.as_deref_mut() {
-                Some(other) if end < n => {
-                    let end2 = (end + size).min(n);
-                    let (first, next) = tokio::join!(
-                        write_batch(conn, kind, p, i, end, oc, fk),
-                        write_batch(other, kind, p, end, end2, oc, fk)
-                    );
-                    let (tx, result) = first?;
-                    let (tx2, result2) = next?;
-                    self.commit_batch(tx, kind, p, i, end, result).await?;
-                    bar.iter().for_each(|b| b.set_position(end as u64));
-                    self.commit_batch(tx2, kind, p, end, end2, result2).await?;
-                    i = end2;
-                }
-                _ => {
-                    let (tx, result) = write_batch(conn, kind, p, i, end, oc, fk).await?;
-                    self.commit_batch(tx, kind, p, i, end, result).await?;
-                    i = end;
-                }
+            let mut bounds = Vec::with_capacity(others.len() + 1);
+            let mut j = i;
+            while j < n && bounds.len() <= others.len() {
+                let end = (j + size).min(n);
+                bounds.push((j, end));
+                j = end;
             }
-            bar.iter().for_each(|b| b.set_position(i as u64));
+            let conns = std::iter::once(&mut *conn).chain(others.iter_mut().map(|c| &mut **c));
+            let written =
+                join_all(conns.zip(&bounds).map(|(c, &(from, to))| write_batch(c, kind, p, from, to, oc, fk))).await;
+            for (w, &(from, to)) in written.into_iter().zip(&bounds) {
+                let (tx, result) = w?;
+                self.commit_batch(tx, kind, p, from, to, result).await?;
+                bar.iter().for_each(|b| b.set_position(to as u64));
+            }
+            i = j;
         }
         if let Some(bar) = bar {
             bar.finish();
         }
+        let loaded = began.elapsed();
+        if let Some(t) = table {
+            // Before the entity counts as finished: a run that stops before this line leaves the entity
+            // unfinished, and whatever connects next recreates the indexes.
+            // One index per connection at a time: the builds of one table run side by side.
+            let gone = deferred::missing(conn, Some(t)).await.map_err(db_failure)?;
+            let ways = others.len() + 1;
+            let shares: Vec<Vec<&str>> =
+                (0..ways).map(|w| gone.iter().skip(w).step_by(ways).copied().collect()).collect();
+            let conns = std::iter::once(&mut *conn).chain(others.iter_mut().map(|c| &mut **c));
+            let built = join_all(conns.zip(&shares).map(|(c, names)| deferred::create(c, names))).await;
+            for b in built {
+                b.map_err(db_failure)?;
+            }
+        }
+        tracing::debug!(
+            target: "fluxstudio::migrate",
+            "{}: {} rows written in {:.2} s, indexes in {:.2} s",
+            kind.name(),
+            n - start,
+            super::seconds(loaded),
+            super::seconds(began.elapsed() - loaded)
+        );
         sqlx::query("update migration_runs set finished_at = now() where run_id = $1 and entity = $2")
             .bind(&self.run_id)
             .bind(kind.name())
@@ -1066,6 +1218,32 @@ async fn write_batch<'c, T: Bulk>(
     Ok((tx, r))
 }
 
+/// Polls every future until all are done and returns their outputs in order (`futures::join_all` for a few
+/// futures that borrow their connections, without a dependency for it).
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 #[derive(Default)]
 struct BatchResult {
     inserted: u64,
@@ -1085,11 +1263,12 @@ async fn live_dual_instance(conn: &mut PgConnection) -> Result<Option<(String, S
     .map_err(db_failure)
 }
 
-/// Runs the backfill of `state` into the database behind `conn`; `second`, another connection to the same
-/// database, lets two batches be written at once (a dry run uses one transaction, hence one connection).
+/// Runs the backfill of `state` into the database behind `conn`; `others`, more connections to the same
+/// database, let that many more batches be written at once (a dry run uses one transaction, hence one
+/// connection).
 pub async fn run(
     conn: &mut PgConnection,
-    second: Option<&mut PgConnection>,
+    others: Vec<&mut PgConnection>,
     state: &State,
     source: String,
     target: String,
@@ -1107,17 +1286,17 @@ pub async fn run(
     // A dry run does everything inside one transaction that is rolled back; its batches are savepoints.
     if opts.dry_run {
         let mut tx = conn.begin().await.map_err(db_failure)?;
-        let report = run_in(&mut tx, None, state, source, target, opts, started).await;
+        let report = run_in(&mut tx, Vec::new(), state, source, target, opts, started).await;
         tx.rollback().await.map_err(db_failure)?;
         report
     } else {
-        run_in(conn, second, state, source, target, opts, started).await
+        run_in(conn, others, state, source, target, opts, started).await
     }
 }
 
 async fn run_in(
     conn: &mut PgConnection,
-    mut second: Option<&mut PgConnection>,
+    mut others: Vec<&mut PgConnection>,
     state: &State,
     source: String,
     target: String,
@@ -1125,6 +1304,7 @@ async fn run_in(
     started: Instant,
 ) -> Result<Report, Failure> {
     let pg = existing(conn).await.map_err(db_failure)?;
+    let planning = Instant::now();
     let mut checks = Checks {
         null_dangling: opts.dangling_null,
         errors: Vec::new(),
@@ -1132,6 +1312,12 @@ async fn run_in(
         error_counts: HashMap::new(),
     };
     let plan = plan(state, &pg, opts, &mut checks);
+    tracing::debug!(
+        target: "fluxstudio::migrate",
+        "existing rows read in {:.2} s, rows mapped and checked in {:.2} s",
+        super::seconds(planning - started),
+        super::seconds(planning.elapsed())
+    );
 
     let interrupted: Option<String> = sqlx::query_scalar(
         "select run_id from migration_runs group by run_id having bool_or(finished_at is null) \
@@ -1173,7 +1359,7 @@ async fn run_in(
 
     // The staging tables live in each session (a dry run's go with its rollback).
     copy::create_staging(conn).await.map_err(db_failure)?;
-    if let Some(other) = second.as_deref_mut() {
+    for other in others.iter_mut() {
         copy::create_staging(other).await.map_err(db_failure)?;
     }
     let fk = if opts.fk_triggers || !copy::can_skip_fk_triggers(conn).await.map_err(db_failure)? {
@@ -1185,22 +1371,24 @@ async fn run_in(
     for kind in &opts.only {
         runner.counts.insert(kind.name().into(), Counts::default());
     }
-    for kind in opts.only.clone() {
-        match kind {
-            Kind::Users => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.users).await?,
-            Kind::Teams => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.teams).await?,
-            Kind::TeamMembers => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.team_members).await?,
-            Kind::Projects => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.projects).await?,
-            Kind::ProjectMembers => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.project_members).await?,
-            Kind::Tasks => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.tasks).await?,
-            Kind::Milestones => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.milestones).await?,
-            Kind::Files => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.files).await?,
-            Kind::Activities => runner.run_kind(conn, second.as_deref_mut(), kind, &plan.activities).await?,
+    let written = async {
+        for kind in opts.only.clone() {
+            runner.run_entity(conn, &mut others, kind, &plan).await?;
+            let c = runner.counts.entry(kind.name().into()).or_default();
+            c.read = plan.read.get(&kind).copied().unwrap_or(0);
+            c.unchanged += plan.tombstoned.get(&kind).copied().unwrap_or(0);
+            c.errors += checks.error_counts.get(&kind).copied().unwrap_or(0);
         }
-        let c = runner.counts.entry(kind.name().into()).or_default();
-        c.read = plan.read.get(&kind).copied().unwrap_or(0);
-        c.unchanged += plan.tombstoned.get(&kind).copied().unwrap_or(0);
-        c.errors += checks.error_counts.get(&kind).copied().unwrap_or(0);
+        Ok::<(), Failure>(())
+    }
+    .await;
+    if let Err(e) = written {
+        if !opts.dry_run {
+            // Best effort (the connection may be what failed): indexes deferred for the entity that failed come
+            // back now rather than at the next start-up.
+            let _ = deferred::restore(conn).await;
+        }
+        return Err(e);
     }
 
     let selected: HashSet<&str> = opts.only.iter().map(|k| k.name()).collect();

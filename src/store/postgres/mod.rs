@@ -17,6 +17,7 @@
 
 pub mod bulk;
 pub mod copy;
+pub mod deferred;
 mod errors;
 mod fanout;
 pub mod ids;

@@ -285,6 +285,16 @@ impl PostgresStore {
             });
         }
         let after = applied(conn).await.map_err(db_error)?.versions;
+        // Indexes a backfill dropped to build after its load and could not rebuild (it was interrupted): back
+        // before anything serves from the tables again.
+        let restored = super::deferred::restore(conn).await.map_err(db_error)?;
+        if !restored.is_empty() {
+            tracing::warn!(
+                target: "fluxstudio::store",
+                "recreated indexes an interrupted migrate had deferred: {}",
+                restored.join(", ")
+            );
+        }
         sqlx::query("select pg_advisory_unlock($1)")
             .bind(MIGRATE_LOCK_KEY)
             .execute(&mut *conn)

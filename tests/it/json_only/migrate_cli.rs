@@ -591,3 +591,56 @@ async fn migrate_with_foreign_key_triggers_moves_the_same_rows() {
     }
     assert_eq!(run(dir.path(), &db, &["validate"], &[]).code, 0);
 }
+
+/// Every index of the schema with its definition, as PostgreSQL prints it.
+async fn index_definitions(db: &str) -> Vec<(String, String)> {
+    let mut conn = PgConnection::connect(db).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select indexname::text, indexdef from pg_indexes where schemaname = current_schema() order by indexname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    rows
+}
+
+/// The backfill builds the lookup indexes of a table it fills from empty after the load. A run that crashes in
+/// the middle of tasks leaves them missing (and `db check` says so); the next `db migrate`, or the resuming
+/// `migrate` itself, recreates them exactly as the migrations define them, and a finished run leaves all of them.
+#[tokio::test]
+async fn deferred_indexes_are_restored_as_the_migrations_define_them() {
+    let dir = fixtures();
+    let reference = fresh_database();
+    assert_eq!(run(dir.path(), &reference, &["db", "migrate"], &[]).code, 0);
+    let want = index_definitions(&reference).await;
+    assert!(want.iter().any(|(i, _)| i == "idx_tasks_project_position"), "{want:?}");
+
+    // users 5 + teams 2 + team members 4 + projects 4 + project members 7 batches of 2: the 25th is in tasks.
+    let crash_in_tasks = [("FLUX_TEST_MIGRATE_CRASH_AFTER_BATCHES", "25")];
+    let tasks_indexes = "select count(*) from pg_indexes where schemaname = current_schema() and indexname in \
+         ('idx_tasks_project_position', 'idx_tasks_project_status', 'idx_tasks_assigned_to', 'idx_tasks_due_date')";
+    for restore_with in [&["db", "migrate"][..], &["migrate", "--batch-size", "2", "--json"][..]] {
+        let db = fresh_database();
+        let crash = run(dir.path(), &db, &["migrate", "--batch-size", "2", "--json"], &crash_in_tasks);
+        assert_eq!(crash.code, 137, "{}", crash.stderr);
+        let tasks = count(&db, "select count(*) from tasks").await;
+        assert!(tasks > 0 && tasks < 17, "stopped in the middle of tasks ({tasks})");
+        assert_eq!(count(&db, tasks_indexes).await, 0, "dropped for the load");
+        let check = run(dir.path(), &db, &["db", "check"], &[]);
+        assert_eq!(check.code, 1, "db check reports the missing indexes: {}{}", check.stdout, check.stderr);
+        assert!(check.stdout.contains("17/21"), "{}", check.stdout);
+
+        let restored = run(dir.path(), &db, restore_with, &[]);
+        assert_eq!(restored.code, 0, "{restore_with:?}: {}{}", restored.stdout, restored.stderr);
+        assert_eq!(index_definitions(&db).await, want, "after {restore_with:?}");
+        assert_eq!(run(dir.path(), &db, &["db", "check"], &[]).code, 0);
+    }
+
+    // A run that finishes leaves every index, defined as the migrations define it.
+    let db = fresh_database();
+    let done = run(dir.path(), &db, &["migrate", "--json"], &[]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(index_definitions(&db).await, want);
+    assert_eq!(count(&db, "select count(*) from tasks").await, 17);
+}
