@@ -381,9 +381,9 @@ impl Store for PostgresStore {
             let Some((id, creator, members)) = row else { return Ok(None) };
             return self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &[]))).await;
         }
-        let rows: Vec<PgRow> = sqlx::query(rows::PROJECT_ACCESS_WITH_TASKS)
-            .bind(project)
-            .fetch_all(&self.pool)
+        // The GET tasks statement: on a hot connection, which skips sqlx's release ping (hot.rs).
+        let rows: Vec<PgRow> = self
+            .hot_read(|conn| Box::pin(sqlx::query(rows::PROJECT_ACCESS_WITH_TASKS).bind(project).fetch_all(conn)))
             .await
             .map_err(|e| self.err(e))?;
         // The project's row sorts first (null position); the others are its tasks.
