@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::ids::{storage_id, Entity, Ids};
@@ -392,8 +392,32 @@ impl Store for PostgresStore {
             Ok((r.try_get("project_id")?, r.try_get("manager_id")?, r.try_get("members")?))
         };
         let (id, creator, members) = head(first).map_err(|e| self.err(e))?;
-        let tasks = task_rows.iter().map(TaskRow::from_row).collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
-        self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &tasks))).await
+        let tasks = task_rows
+            .iter()
+            .map(|r| TaskRow::from_row_at(r, rows::PROJECT_ACCESS_TASK_COLUMNS))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        drop(rows);
+        // Only the ids go through `translate` (whose closure may run twice, so it can only borrow); the rows'
+        // strings and JSON then move into the tasks rather than being cloned (access_from_rows copies them).
+        let (id, created_by, members, task_ids) = self
+            .translate(|ids| {
+                let members: Vec<Member> = members.0.iter().map(|m| mapping::member_from_row(m, ids)).collect();
+                let task_ids: Vec<(String, Option<String>, String)> = tasks
+                    .iter()
+                    .map(|t| (ids.public(t.id), ids.public_opt(t.assigned_to), ids.public(t.created_by)))
+                    .collect();
+                (ids.public(id), ids.public(creator), members, task_ids)
+            })
+            .await?;
+        let tasks = tasks
+            .into_iter()
+            .zip(task_ids)
+            .map(|(t, (id, assigned_to, created_by))| {
+                Arc::new(mapping::task_from_owned_row(t, id, assigned_to, created_by))
+            })
+            .collect();
+        Ok(Some(ProjectAccess { id, created_by, members, tasks }))
     }
 
     async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>> {
