@@ -540,6 +540,26 @@ pub struct TasksResponse<'a> {
     pub tasks: Vec<TaskDto<'a>>,
 }
 
+/// The body of `GET /api/projects/:id/tasks`, serialised as [`TasksResponse`] (same fields, same order, same bytes)
+/// without first collecting a `Vec<TaskDto>`: each task's view is made as it is written.
+#[derive(Serialize)]
+pub struct TasksBody<'a> {
+    pub success: bool,
+    pub tasks: TaskList<'a>,
+}
+
+/// A project's tasks written as `TaskDto`s, in order.
+pub struct TaskList<'a> {
+    pub project_id: &'a str,
+    pub tasks: &'a [std::sync::Arc<Task>],
+}
+
+impl Serialize for TaskList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.tasks.iter().map(|t| TaskDto::new(self.project_id, t)))
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivitiesResponse<'a> {
@@ -822,4 +842,37 @@ pub struct TeamCreateRequest {
     pub name: String,
     #[schema(max_length = 2000)]
     pub description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_streamed_task_list_is_byte_identical_to_tasks_response() {
+        let task = |id: &str, title: &str, assigned: Option<&str>| {
+            Arc::new(Task {
+                id: id.into(),
+                title: title.into(),
+                description: Some("line \"one\"\n\u{e9}\u{1}".into()),
+                status: "todo".into(),
+                priority: "high".into(),
+                assigned_to: assigned.map(Into::into),
+                due_date: None,
+                created_by: "u1".into(),
+                created_at: "2026-11-27T10:00:00.000Z".into(),
+                updated_at: "2026-11-27T10:00:01.000Z".into(),
+                completed_at: Some("2026-11-27T10:00:02.000Z".into()),
+                tags: Some(vec!["a".into()]),
+                attachments: None,
+                extra: Default::default(),
+            })
+        };
+        for tasks in [vec![], vec![task("t1", "First", None), task("t2", "Sec\\ond", Some("u2"))]] {
+            let old = TasksResponse { success: true, tasks: tasks.iter().map(|t| TaskDto::new("p1", t)).collect() };
+            let new = TasksBody { success: true, tasks: TaskList { project_id: "p1", tasks: &tasks } };
+            assert_eq!(serde_json::to_vec(&old).unwrap(), serde_json::to_vec(&new).unwrap());
+        }
+    }
 }

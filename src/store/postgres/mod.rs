@@ -20,6 +20,7 @@ pub mod copy;
 pub mod deferred;
 mod errors;
 mod fanout;
+mod hot;
 pub mod ids;
 mod import;
 pub mod mapping;
@@ -190,6 +191,11 @@ pub struct PostgresStore {
     /// Options for dedicated connections (migrate, check): same target, no statement timeout (operator work).
     direct: PgConnectOptions,
     pool: PgPool,
+    /// Connections for the hot one-statement reads, outside the pool (no release ping; see `hot`); `None` when the
+    /// budget is too small to split, and those reads use `pool`.
+    hot: Option<Arc<hot::HotConns>>,
+    /// The pool's share of `max_connections` (the rest is `hot`'s).
+    pool_max: u32,
     read_pool: Option<PgPool>,
     ids: Arc<IdMap>,
     /// Set by the connect hook when the server is too old, so that a pool timeout can say why.
@@ -235,10 +241,15 @@ fn session_options(base: PgConnectOptions, statement_timeout: Duration) -> PgCon
     ])
 }
 
-fn build_pool(opts: &PgOptions, connect: PgConnectOptions, unsupported: Arc<Mutex<Option<String>>>) -> PgPool {
+fn build_pool(
+    opts: &PgOptions,
+    max: u32,
+    connect: PgConnectOptions,
+    unsupported: Arc<Mutex<Option<String>>>,
+) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(opts.max_connections)
-        .min_connections(opts.min_connections)
+        .max_connections(max)
+        .min_connections(opts.min_connections.min(max))
         .idle_timeout(Some(opts.idle_timeout))
         .acquire_timeout(opts.acquire_timeout)
         .max_lifetime(Some(opts.max_lifetime))
@@ -289,14 +300,31 @@ impl PostgresStore {
         let base = parse_url(&opts.url, opts.ca_cert.as_deref())?;
         let read_base = opts.read_url.as_deref().map(|u| parse_url(u, opts.ca_cert.as_deref())).transpose()?;
         let unsupported = Arc::new(Mutex::new(None));
-        let pool = build_pool(&opts, session_options(base.clone(), opts.statement_timeout), unsupported.clone());
-        let read_pool =
-            read_base.map(|b| build_pool(&opts, session_options(b, opts.statement_timeout), unsupported.clone()));
+        // The primary's budget is shared by the pool and the hot set (hot.rs): together never more than
+        // `max_connections`. The read pool (another server) keeps the whole budget.
+        let (pool_max, hot_max) = hot::split_budget(opts.max_connections);
+        let session = session_options(base.clone(), opts.statement_timeout);
+        let hot = (hot_max > 0).then(|| {
+            hot::HotConns::new(
+                session.clone(),
+                hot_max,
+                opts.acquire_timeout,
+                opts.idle_timeout,
+                opts.max_lifetime,
+                unsupported.clone(),
+            )
+        });
+        let pool = build_pool(&opts, pool_max, session, unsupported.clone());
+        let read_pool = read_base.map(|b| {
+            build_pool(&opts, opts.max_connections, session_options(b, opts.statement_timeout), unsupported.clone())
+        });
         let direct = session_options(base, Duration::ZERO);
         let store = PostgresStore {
             opts,
             direct,
             pool,
+            hot,
+            pool_max,
             read_pool,
             ids: Arc::new(IdMap::default()),
             unsupported,
@@ -379,11 +407,30 @@ impl PostgresStore {
     /// The pool used for list reads: the replica when configured.
     /// Pool usage for `/metrics`: (pool, open connections, idle connections, maximum).
     pub fn pool_usage(&self) -> Vec<(&'static str, u32, usize, u32)> {
-        let mut out = vec![("primary", self.pool.size(), self.pool.num_idle(), self.opts.max_connections)];
+        let mut out = vec![("primary", self.pool.size(), self.pool.num_idle(), self.pool_max)];
+        if let Some(hot) = &self.hot {
+            let (open, idle, max) = hot.usage();
+            out.push(("hot", open, idle, max));
+        }
         if let Some(read) = &self.read_pool {
             out.push(("read", read.size(), read.num_idle(), self.opts.max_connections));
         }
         out
+    }
+
+    /// Runs a one-statement, idempotent read of the primary on a hot connection (no release ping, see `hot`), or on
+    /// the pool when the budget has no hot set. Reads that may go to the replica use [`read_pool`](Self::read_pool).
+    pub(crate) async fn hot_read<T>(
+        &self,
+        mut statement: impl for<'c> FnMut(&'c mut PgConnection) -> hot::Statement<'c, T>,
+    ) -> Result<T, sqlx::Error> {
+        match &self.hot {
+            Some(hot) => hot.run(statement).await,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                statement(&mut conn).await
+            }
+        }
     }
 
     fn read_pool(&self) -> &PgPool {
@@ -485,8 +532,11 @@ impl PostgresStore {
         self.users.clear();
     }
 
-    /// Closes both pools (graceful shutdown).
+    /// Closes both pools and the hot set (graceful shutdown).
     pub async fn close(&self) {
+        if let Some(hot) = &self.hot {
+            hot.close().await;
+        }
         self.pool.close().await;
         if let Some(p) = &self.read_pool {
             p.close().await;

@@ -191,6 +191,9 @@ pub const PROJECT_ACCESS_WITH_TASKS: &str = concat!(
     " from tasks where project_id = $1 \
      order by position nulls first, created_at, id"
 );
+/// The index of the first task column (`id`) in [`PROJECT_ACCESS_WITH_TASKS`]'s rows: after `project_id`,
+/// `manager_id` and `members`. The task columns follow in `task_cols!` order (`TaskRow::from_row_at`).
+pub const PROJECT_ACCESS_TASK_COLUMNS: usize = 3;
 /// Every project-scoped write starts by locking the project row, so writes to one project are serialised while
 /// reads and other projects go on. The lock is its own statement on purpose: under READ COMMITTED a
 /// `select … for update` that waited for the lock re-reads the locked row but not its sub-selects, which would

@@ -7,8 +7,8 @@ use crate::domain::events::DomainEvent;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, Row};
+use futures_util::TryStreamExt;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::ids::{storage_id, Entity, Ids};
@@ -361,19 +361,47 @@ impl Store for PostgresStore {
             let Some((id, creator, members)) = row else { return Ok(None) };
             return self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &[]))).await;
         }
-        let rows: Vec<PgRow> = sqlx::query(rows::PROJECT_ACCESS_WITH_TASKS)
-            .bind(project)
-            .fetch_all(&self.pool)
+        // The GET tasks statement: on a hot connection, which skips sqlx's release ping (hot.rs). The rows are
+        // decoded as they arrive (by column index, see `TaskRow::from_row_at`), so no `Vec<PgRow>` is built and
+        // grown; a decode error leaves the rest unread, and the hot set then drops the connection.
+        type Head = (Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>);
+        let read: Option<(Head, Vec<TaskRow>)> = self
+            .hot_read(|conn| {
+                Box::pin(async move {
+                    let mut rows = sqlx::query(rows::PROJECT_ACCESS_WITH_TASKS).bind(project).fetch(conn);
+                    // The project's row sorts first (null position); the others are its tasks. No row: no project.
+                    let Some(first) = rows.try_next().await? else { return Ok(None) };
+                    let head: Head = (first.try_get(0)?, first.try_get(1)?, first.try_get(2)?);
+                    let mut tasks = Vec::with_capacity(64);
+                    while let Some(r) = rows.try_next().await? {
+                        tasks.push(TaskRow::from_row_at(&r, rows::PROJECT_ACCESS_TASK_COLUMNS)?);
+                    }
+                    Ok(Some((head, tasks)))
+                })
+            })
             .await
             .map_err(|e| self.err(e))?;
-        // The project's row sorts first (null position); the others are its tasks.
-        let Some((first, task_rows)) = rows.split_first() else { return Ok(None) };
-        let head = |r: &PgRow| -> Result<(Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>), sqlx::Error> {
-            Ok((r.try_get("project_id")?, r.try_get("manager_id")?, r.try_get("members")?))
-        };
-        let (id, creator, members) = head(first).map_err(|e| self.err(e))?;
-        let tasks = task_rows.iter().map(TaskRow::from_row).collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
-        self.translate(|ids| Some(access_from_rows(ids, id, creator, &members.0, &tasks))).await
+        let Some(((id, creator, members), tasks)) = read else { return Ok(None) };
+        // Only the ids go through `translate` (whose closure may run twice, so it can only borrow); the rows'
+        // strings and JSON then move into the tasks rather than being cloned (access_from_rows copies them).
+        let (id, created_by, members, task_ids) = self
+            .translate(|ids| {
+                let members: Vec<Member> = members.0.iter().map(|m| mapping::member_from_row(m, ids)).collect();
+                let task_ids: Vec<(String, Option<String>, String)> = tasks
+                    .iter()
+                    .map(|t| (ids.public(t.id), ids.public_opt(t.assigned_to), ids.public(t.created_by)))
+                    .collect();
+                (ids.public(id), ids.public(creator), members, task_ids)
+            })
+            .await?;
+        let tasks = tasks
+            .into_iter()
+            .zip(task_ids)
+            .map(|(t, (id, assigned_to, created_by))| {
+                Arc::new(mapping::task_from_owned_row(t, id, assigned_to, created_by))
+            })
+            .collect();
+        Ok(Some(ProjectAccess { id, created_by, members, tasks }))
     }
 
     async fn insert_project(&self, input: NewProject, actor: &Actor) -> StoreResult<Arc<Project>> {
