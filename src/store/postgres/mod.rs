@@ -433,6 +433,21 @@ impl PostgresStore {
         }
     }
 
+    /// Runs a one-statement write in its own transaction on a hot connection (no release ping), or on the pool when
+    /// the budget has no hot set.
+    pub(crate) async fn hot_write<T>(
+        &self,
+        statement: impl for<'c> FnOnce(&'c mut PgConnection) -> hot::Statement<'c, T>,
+    ) -> Result<T, sqlx::Error> {
+        match &self.hot {
+            Some(hot) => hot.run_once(statement).await,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                statement(&mut conn).await
+            }
+        }
+    }
+
     fn read_pool(&self) -> &PgPool {
         // Counted per pool so an operator (and the routing test) can see where reads go.
         let pool = if self.read_pool.is_some() { "read" } else { "primary" };

@@ -353,9 +353,9 @@ impl Store for PostgresStore {
     async fn get_project_access(&self, id: &str, with_tasks: bool) -> StoreResult<Option<ProjectAccess>> {
         let project = storage_id(Entity::Project, id);
         if !with_tasks {
-            let row: Option<(Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>)> = sqlx::query_as(rows::PROJECT_ACCESS)
-                .bind(project)
-                .fetch_optional(&self.pool)
+            // Every project request's access check (the writes' too): a hot connection, no release ping.
+            let row: Option<(Uuid, Uuid, sqlx::types::Json<Vec<MemberRow>>)> = self
+                .hot_read(|conn| Box::pin(sqlx::query_as(rows::PROJECT_ACCESS).bind(project).fetch_optional(conn)))
                 .await
                 .map_err(|e| self.err(e))?;
             let Some((id, creator, members)) = row else { return Ok(None) };
@@ -466,8 +466,9 @@ impl Store for PostgresStore {
         let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
         let not_found = |e: sqlx::Error| match &e {
             // The project went away since the caller's access check: the task's foreign key refuses it.
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503")
-                && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some("23503")
+                    && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
             {
                 PROJECT_NOT_FOUND
             }
@@ -476,7 +477,11 @@ impl Store for PostgresStore {
         if self.outbox_epoch().is_none() {
             // One statement, its own transaction: no project lock, so inserts into one project share commits. (A
             // switch to dual-postgres turns recording on only while no write is in flight: the write gate.)
-            rows::insert_task_at_end(&self.pool, project, &row, &act_row).await.map_err(not_found)?;
+            self.hot_write(move |conn| {
+                Box::pin(async move { rows::insert_task_at_end(conn, project, &row, &act_row).await })
+            })
+            .await
+            .map_err(not_found)?;
         } else {
             let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
             self.lock_for_tasks(&mut tx, project).await?;
