@@ -836,6 +836,18 @@ impl Store for PostgresStore {
     }
 
     async fn check_health(&self) -> StoreResult<()> {
-        sqlx::query("select 1").execute(&self.pool).await.map(|_| ()).map_err(|e| self.err(e))
+        // After an outage the pool may still hold connections that died while idle; each fails its first statement
+        // and is dropped. Readiness asks whether the database answers, so a dead connection is not the answer: try
+        // again (a fresh connection, at the latest after the pool's idle ones are used up).
+        let mut attempts = 0;
+        loop {
+            match sqlx::query("select 1").execute(&self.pool).await {
+                Ok(_) => return Ok(()),
+                Err(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)) if attempts < 3 => {
+                    attempts += 1
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
     }
 }
