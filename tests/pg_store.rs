@@ -575,12 +575,11 @@ async fn concurrent_task_writes_lose_nothing() {
     assert_eq!(titles.len(), 30, "every task is listed once");
     // Inserts take no project lock (outside dual-postgres), so two that overlap may share a position; the list is
     // then ordered by creation time and id, and every insert still goes after each task committed before it.
-    let listed: Vec<(i32, String)> = sqlx::query_as(
-        "select position, id::text from tasks order by position, created_at, id",
-    )
-    .fetch_all(&mut db.conn().await)
-    .await
-    .unwrap();
+    let listed: Vec<(i32, String)> =
+        sqlx::query_as("select position, id::text from tasks order by position, created_at, id")
+            .fetch_all(&mut db.conn().await)
+            .await
+            .unwrap();
     assert!(listed.iter().all(|(pos, _)| (0..30).contains(pos)), "{listed:?}");
     let ids: Vec<String> = listed.into_iter().map(|(_, id)| id).collect();
     assert_eq!(ids, p.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), "the API lists them in that order");

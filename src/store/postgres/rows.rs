@@ -206,7 +206,8 @@ pub const LOCK_PROJECT_DERIVED: &str = "select progress_derived from projects wh
 /// Marks the project's stored progress as derived from its tasks (migration 0005), the JSON store's rule once a
 /// project is rewritten. Once set, the `where` is false on the row as read and the statement takes no row lock, so
 /// only a project's first write pays for it.
-pub const MARK_PROGRESS_DERIVED: &str = "update projects set progress_derived = true where id = $1 and not progress_derived";
+pub const MARK_PROGRESS_DERIVED: &str =
+    "update projects set progress_derived = true where id = $1 and not progress_derived";
 /// Membership comes from the member rows (plus the creator, who always counts as an owner), never from a
 /// fallback (legacy defect 11).
 pub const PROJECTS_FOR_USER: &str = concat!(

@@ -438,8 +438,9 @@ impl Store for PostgresStore {
         let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
         let not_found = |e: sqlx::Error| match &e {
             // The project went away since the caller's access check: the task's foreign key refuses it.
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503")
-                && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some("23503")
+                    && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
             {
                 PROJECT_NOT_FOUND
             }
