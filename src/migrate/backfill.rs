@@ -7,6 +7,7 @@
 //! a bad row becomes a row error and never a failed batch. A batch that PostgreSQL still refuses (a constraint this
 //! check does not know) is retried one row per savepoint, which turns the offending rows into row errors too.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -1062,24 +1063,40 @@ impl Runner<'_> {
         });
         let size = self.opts.batch_size.max(1);
         let n = p.rows.len();
-        let mut i = start;
-        while i < n {
-            let mut bounds = Vec::with_capacity(others.len() + 1);
-            let mut j = i;
-            while j < n && bounds.len() <= others.len() {
-                let end = (j + size).min(n);
-                bounds.push((j, end));
-                j = end;
-            }
-            let conns = std::iter::once(&mut *conn).chain(others.iter_mut().map(|c| &mut **c));
-            let written =
-                join_all(conns.zip(&bounds).map(|(c, &(from, to))| write_batch(c, kind, p, from, to, oc, fk))).await;
-            for (w, &(from, to)) in written.into_iter().zip(&bounds) {
-                let (tx, result) = w?;
-                self.commit_batch(tx, kind, p, from, to, result).await?;
-                bar.iter().for_each(|b| b.set_position(to as u64));
-            }
-            i = j;
+        let bounds: Vec<(usize, usize)> = (start..n).step_by(size).map(|from| (from, (from + size).min(n))).collect();
+        // Each connection takes the next batch as soon as its previous one is committed, instead of a group of
+        // batches waiting for its slowest. Commits still go in key order (a batch commits only once every batch
+        // before it has), so the checkpoint only ever covers contiguous committed batches.
+        let next = Cell::new(0usize);
+        let (turn, _) = tokio::sync::watch::channel(Turn { committed: 0, failed_at: usize::MAX });
+        let done: RefCell<Vec<(usize, BatchResult)>> = RefCell::new(Vec::new());
+        let failures: RefCell<Vec<(usize, Failure)>> = RefCell::new(Vec::new());
+        let ctx = Pipeline {
+            run_id: &self.run_id,
+            kind,
+            p,
+            oc,
+            fk,
+            bounds: &bounds,
+            next: &next,
+            turn: &turn,
+            done: &done,
+            failures: &failures,
+            bar: bar.as_ref(),
+            crash_after: self.opts.crash_after_batches.map(|c| c.saturating_sub(self.batches)),
+        };
+        let conns = std::iter::once(&mut *conn).chain(others.iter_mut().map(|c| &mut **c));
+        join_all(conns.map(|c| ctx.work(c))).await;
+        let mut done = done.into_inner();
+        done.sort_by_key(|(b, _)| *b);
+        for (b, result) in done {
+            let (from, to) = bounds[b];
+            self.count_batch(kind, from, to, result);
+        }
+        let mut failures = failures.into_inner();
+        failures.sort_by_key(|(b, _)| *b);
+        if let Some((_, e)) = failures.into_iter().next() {
+            return Err(e);
         }
         if let Some(bar) = bar {
             bar.finish();
@@ -1116,30 +1133,9 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// The batch's checkpoint in its own transaction, the commit, then the counts.
-    async fn commit_batch<T>(
-        &mut self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        kind: Kind,
-        p: &Prepared<T>,
-        from: usize,
-        to: usize,
-        result: BatchResult,
-    ) -> Result<(), Failure> {
+    /// The counts of a committed batch.
+    fn count_batch(&mut self, kind: Kind, from: usize, to: usize, result: BatchResult) {
         let failed = result.errors.len() as u64;
-        sqlx::query(
-            "update migration_runs set last_id = $3, rows_done = rows_done + $4, rows_failed = rows_failed + $5 \
-             where run_id = $1 and entity = $2",
-        )
-        .bind(&self.run_id)
-        .bind(kind.name())
-        .bind(key_text(kind, p.keys[to - 1]))
-        .bind((to - from) as i64 - failed as i64)
-        .bind(failed as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_failure)?;
-        tx.commit().await.map_err(db_failure)?;
         let c = self.counts.entry(kind.name().into()).or_default();
         c.inserted += result.inserted;
         c.updated += result.updated;
@@ -1147,7 +1143,89 @@ impl Runner<'_> {
         c.errors += failed;
         self.errors.extend(result.errors);
         self.batches += 1;
-        if self.opts.crash_after_batches.is_some_and(|n| self.batches >= n) {
+    }
+}
+
+/// Which batches have committed (all before `committed`), and the first batch that failed (`usize::MAX`: none).
+#[derive(Clone, Copy)]
+struct Turn {
+    committed: usize,
+    failed_at: usize,
+}
+
+/// What the connections writing one entity share (they run on one task, hence the cells).
+struct Pipeline<'a, T> {
+    run_id: &'a str,
+    kind: Kind,
+    p: &'a Prepared<T>,
+    oc: OnConflict,
+    fk: FkMode,
+    bounds: &'a [(usize, usize)],
+    next: &'a Cell<usize>,
+    turn: &'a tokio::sync::watch::Sender<Turn>,
+    done: &'a RefCell<Vec<(usize, BatchResult)>>,
+    failures: &'a RefCell<Vec<(usize, Failure)>>,
+    bar: Option<&'a indicatif::ProgressBar>,
+    /// Committed batches of this entity after which to exit as a crash would (test hook).
+    crash_after: Option<u64>,
+}
+
+impl<T: Bulk> Pipeline<'_, T> {
+    /// One connection's share: batches in turn until none is left or one has failed. A batch after a failed one
+    /// is rolled back (its transaction dropped); the batches before it still commit, as they did in key order.
+    async fn work(&self, conn: &mut PgConnection) {
+        let mut rx = self.turn.subscribe();
+        loop {
+            let b = self.next.get();
+            if b >= self.bounds.len() || self.turn.borrow().failed_at != usize::MAX {
+                return;
+            }
+            self.next.set(b + 1);
+            let (from, to) = self.bounds[b];
+            if let Err(e) = self.batch(conn, &mut rx, b, from, to).await {
+                self.turn.send_modify(|t| t.failed_at = t.failed_at.min(b));
+                self.failures.borrow_mut().push((b, e));
+                return;
+            }
+            if self.turn.borrow().failed_at < b {
+                return;
+            }
+        }
+    }
+
+    /// Writes batch `b`, waits until every batch before it has committed, then commits it with its checkpoint.
+    async fn batch(
+        &self,
+        conn: &mut PgConnection,
+        rx: &mut tokio::sync::watch::Receiver<Turn>,
+        b: usize,
+        from: usize,
+        to: usize,
+    ) -> Result<(), Failure> {
+        let (mut tx, result) = write_batch(conn, self.kind, self.p, from, to, self.oc, self.fk).await?;
+        let ready = rx.wait_for(|t| t.committed == b || t.failed_at < b).await.map(|t| t.committed == b);
+        if !ready.unwrap_or(false) {
+            // A batch before this one failed: this one is rolled back.
+            return Ok(());
+        }
+        let failed = result.errors.len() as i64;
+        sqlx::query(
+            "update migration_runs set last_id = $3, rows_done = rows_done + $4, rows_failed = rows_failed + $5 \
+             where run_id = $1 and entity = $2",
+        )
+        .bind(self.run_id)
+        .bind(self.kind.name())
+        .bind(key_text(self.kind, self.p.keys[to - 1]))
+        .bind((to - from) as i64 - failed)
+        .bind(failed)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_failure)?;
+        tx.commit().await.map_err(db_failure)?;
+        self.done.borrow_mut().push((b, result));
+        self.turn.send_modify(|t| t.committed = b + 1);
+        self.bar.iter().for_each(|bar| bar.set_position(to as u64));
+        if self.crash_after.is_some_and(|n| b as u64 + 1 >= n) {
             // Simulates a crash right after a committed batch (tests of resume); no cleanup on purpose.
             std::process::exit(137);
         }
