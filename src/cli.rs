@@ -242,7 +242,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_CA_CERT", hide_env_values = true, value_name = "PEM")]
     pub database_ca_cert: Option<String>,
 
-    /// Maximum connections in the main pool, 1-500 [default: 20]
+    /// The primary's connections, 1-500 [default: 20]: half the sqlx pool, half the hot one-statement set
     #[arg(long, env = "FLUX_DB_POOL_MAX", value_name = "N")]
     pub db_pool_max: Option<String>,
 

@@ -57,6 +57,14 @@ pub fn test_config(data_dir: &Path, extra: &[&str]) -> Config {
     if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
         args.extend(["--rate-limit".to_owned(), "off".to_owned()]);
     }
+    // One PostgreSQL with the default `max_connections` (100) serves the whole suite, and the in-process servers of
+    // the JSON run's PostgreSQL tests (dual modes, two instances, switches) keep their connections until the test
+    // process ends (see the closing note of issue 5: a leak not found yet). Those get a budget of 3 (no hot set);
+    // the conformance runs keep 10 (5 pool + 5 hot), and tests of the hot set pass their own.
+    if !extra.iter().any(|a| a.starts_with("--db-pool-max")) {
+        let budget = if store_run().is_some() { "10" } else { "3" };
+        args.extend(["--db-pool-max".to_owned(), budget.to_owned()]);
+    }
     // The conformance runs (FLUX_TEST_STORE=postgres, dual-json or dual-postgres) give every server its own fresh database.
     if let Some(mode) = store_run().filter(|_| !extra.iter().any(|a| a.starts_with("--store"))) {
         args.extend(["--store".to_owned(), mode.to_owned(), "--database-url".to_owned(), fresh_database()]);
