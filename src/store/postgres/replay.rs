@@ -76,12 +76,14 @@ impl PostgresStore {
             }
             Op::PutTask { project, pos, rec } => {
                 self.put_task(tx, project, *pos, rec).await?;
-                self.mark_replayed_progress_derived(tx, project).await?;
+                // The JSON store recomputed the project's progress when it applied the entry (migration 0005).
+                self.mark_progress_derived(tx, storage_id(Entity::Project, project)).await?;
                 ids.push((Entity::Task, &rec.id));
             }
             Op::DelTask { project, id } => {
                 self.delete_with_tombstone(tx, Entity::Task, id, "delete from tasks where id = $1").await?;
-                self.mark_replayed_progress_derived(tx, project).await?;
+                // The JSON store recomputed the project's progress when it applied the entry (migration 0005).
+                self.mark_progress_derived(tx, storage_id(Entity::Project, project)).await?;
             }
             Op::PutMilestone { project, pos, rec } => {
                 self.put_milestone(tx, project, *pos, rec).await?;
@@ -120,16 +122,6 @@ impl PostgresStore {
             .bind(entity.as_str())
             .bind(public)
             .execute(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// The JSON store recomputed the project's progress when it applied a task entry (migration 0005).
-    async fn mark_replayed_progress_derived(&self, conn: &mut PgConnection, project: &str) -> StoreResult<()> {
-        sqlx::query(rows::MARK_PROGRESS_DERIVED)
-            .bind(storage_id(Entity::Project, project))
-            .execute(conn)
             .await
             .map_err(|e| self.err(e))?;
         Ok(())

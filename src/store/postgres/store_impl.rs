@@ -85,6 +85,12 @@ fn members_ops(project: &Project, members: Vec<Member>, act: &Activity) -> Vec<O
     vec![Op::put_project(&p), activity_op(act)]
 }
 
+/// The outbox entries of a task write: the task's after-image (`usize::MAX`: a new one is appended, an existing one
+/// keeps its place) and the activity.
+fn task_ops(project_id: &str, task: &Task, act: &Activity) -> Vec<Op> {
+    vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec: task.clone() }, activity_op(act)]
+}
+
 impl PostgresStore {
     /// Locks the project row, then loads the project with what it embeds, its tasks only when `with_tasks` (two
     /// statements: see `rows::LOCK_PROJECT` for why not one). Without tasks the load costs nothing per task.
@@ -124,7 +130,7 @@ impl PostgresStore {
 
     /// The JSON store recomputes a project's stored `progress` whenever it rewrites the project, its members or its
     /// tasks; from the first such write on, the stored progress is the tasks' (see migration 0005).
-    async fn mark_progress_derived(&self, conn: &mut PgConnection, project: Uuid) -> StoreResult<()> {
+    pub(super) async fn mark_progress_derived(&self, conn: &mut PgConnection, project: Uuid) -> StoreResult<()> {
         sqlx::query(rows::MARK_PROGRESS_DERIVED).bind(project).execute(conn).await.map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -486,11 +492,7 @@ impl Store for PostgresStore {
             let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
             self.lock_for_tasks(&mut tx, project).await?;
             rows::insert_task_at_end(&mut *tx, project, &row, &act_row).await.map_err(not_found)?;
-            self.record_outbox(&mut tx, || {
-                let rec = task.clone();
-                vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
-            })
-            .await?;
+            self.record_outbox(&mut tx, || task_ops(project_id, &task, &activity)).await?;
             tx.commit().await.map_err(|e| self.err(e))?;
             self.outbox_committed();
         }
@@ -514,11 +516,7 @@ impl Store for PostgresStore {
         rows::update_task(&mut tx, project, &row).await.map_err(|e| self.err(e))?;
         self.insert_activity(&mut tx, &activity, None).await?;
         let events = DomainEvent::task_written(false, project_id, &task, actor, &activity);
-        self.record_outbox(&mut tx, || {
-            let rec = task.clone();
-            vec![Op::PutTask { project: project_id.to_owned(), pos: usize::MAX, rec }, activity_op(&activity)]
-        })
-        .await?;
+        self.record_outbox(&mut tx, || task_ops(project_id, &task, &activity)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.outbox_committed();
         self.publish(events);
