@@ -738,6 +738,43 @@ async fn member_rules() {
     assert_eq!(code(&s.add_member(missing, &c, "member", &actor_a).await.unwrap_err()), "project_not_found");
 }
 
+/// The one-statement task insert vouches only for certain writers (the creator, members by id that are not viewers)
+/// and does nothing for anyone else, so the caller's regular path answers them.
+#[tokio::test]
+async fn insert_task_as_writer_inserts_only_for_certain_writers() {
+    let db = TestDb::new().await;
+    let s = db.migrated().await;
+    let (a, b, c, legacy) = seed_users(&s).await;
+    let p = s.insert_project(project_input("P"), &Actor::from_user(&a)).await.unwrap();
+    s.add_member(&p.id, &b, "member", &Actor::from_user(&a)).await.unwrap();
+    s.add_member(&p.id, &c, "viewer", &Actor::from_user(&a)).await.unwrap();
+    // The legacy-id user as a member stored by e-mail: a writer to the domain, not one the statement can vouch for.
+    let mut q = (*s.get_project(&p.id).await.unwrap().unwrap()).clone();
+    q.members.push(Member {
+        user_id: "Marten.Oberg@example.com".into(),
+        role: "admin".into(),
+        joined_at: "2025-09-23T10:00:00.000Z".into(),
+        extra: Default::default(),
+    });
+    s.put_project(&q).await.unwrap();
+    assert!(domain::access::role_of(&q, &legacy).is_some_and(|r| r.can_write()));
+
+    let try_as = |u: &User, project: &str| {
+        let (s, u, project) = (&s, u.clone(), project.to_owned());
+        async move { s.insert_task_as_writer(&project, &task_input("t"), &Actor::from_user(&u), &u).await.unwrap() }
+    };
+    let (by_a, act) = try_as(&a, &p.id).await.expect("the creator");
+    assert_eq!((by_a.created_by.as_str(), act.kind.as_str()), (A, "task.created"));
+    assert!(try_as(&b, &p.id).await.is_some(), "a member by id");
+    assert!(try_as(&c, &p.id).await.is_none(), "a viewer");
+    assert!(try_as(&legacy, &p.id).await.is_none(), "a member by e-mail: left to the regular path");
+    assert!(try_as(&a, "bbbbbbbb-0000-4000-8000-0000000000ff").await.is_none(), "no such project");
+    let stored = s.get_project(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored.tasks.len(), 2, "only the two writers' tasks");
+    let acts = s.list_activities(&p.id, &all_activities()).await.unwrap().activities;
+    assert_eq!(acts.iter().filter(|a| a.kind == "task.created").count(), 2, "an activity per inserted task");
+}
+
 #[tokio::test]
 async fn members_stored_by_email_and_legacy_ids() {
     let db = TestDb::new().await;

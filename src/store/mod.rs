@@ -129,6 +129,20 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_project(&self, id: &str) -> StoreResult<()>;
 
     async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)>;
+    /// [`insert_task`](Store::insert_task) with the access check folded in, for a store where that saves a round
+    /// trip: `Some` when it inserted because `user` can certainly write to the project; `None` when it did nothing
+    /// (no such project, not shown to be a writer, or no such shortcut in this store or mode) and the caller must
+    /// take the regular path — access check, then `insert_task`. A store may answer `None` for a writer, never
+    /// `Some` for anyone else.
+    async fn insert_task_as_writer(
+        &self,
+        _project_id: &str,
+        _input: &NewTask,
+        _actor: &Actor,
+        _user: &User,
+    ) -> StoreResult<Option<(Task, Activity)>> {
+        Ok(None)
+    }
     async fn update_task(
         &self,
         project_id: &str,

@@ -115,6 +115,21 @@ async fn legacy_email_members_are_listed_and_addressable() {
     assert_eq!(r.body["member"]["userId"], "aoife.obrien@example.com");
     let r = app.post(p2, &marten, json!({"userId": "aaaaaaaa-0000-4000-8000-000000000004"})).await;
     assert_eq!(r.body["code"], "already_member");
+
+    // Both write tasks: the member by e-mail (whom the PostgreSQL store's one-statement insert does not vouch for,
+    // so the regular access check admits), and the legacy-id creator.
+    let aoife = token_for("aaaaaaaa-0000-4000-8000-000000000004", "aoife.obrien@example.com");
+    let tasks = "/api/projects/bbbbbbbb-0000-4000-8000-000000000002/tasks";
+    let by_aoife = app.post(tasks, &aoife, json!({"title": "Colour grade"})).await;
+    assert_eq!(by_aoife.status, 200, "{}", by_aoife.body);
+    assert_eq!(by_aoife.body["task"]["createdBy"], "aaaaaaaa-0000-4000-8000-000000000004");
+    let by_marten = app.post(tasks, &marten, json!({"title": "Sound mix"})).await;
+    assert_eq!(by_marten.status, 200, "{}", by_marten.body);
+    assert_eq!(by_marten.body["task"]["createdBy"], "1756887342317");
+    let list = app.get(tasks, &aoife).await;
+    let titles: Vec<&str> =
+        list.body["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(titles[titles.len() - 2..], ["Colour grade", "Sound mix"]);
 }
 
 #[tokio::test]

@@ -135,6 +135,47 @@ async fn task_validation_and_roles() {
     assert_eq!(del_project.body["error"], "Only project owners can delete projects");
 }
 
+/// Whoever asks, a task insert answers what the access rules say, in their order (404, then 403, then 400) — also
+/// where a store checks write access inside the insert statement and falls back to the regular path.
+#[tokio::test]
+async fn task_insert_answers_each_caller_by_role() {
+    let app = TestApp::spawn().await;
+    let (owner, _) = app.signup("owner@example.com").await;
+    let (admin, admin_id) = app.signup("admin@example.com").await;
+    let (viewer, viewer_id) = app.signup("viewer@example.com").await;
+    let (stranger, _) = app.signup("stranger@example.com").await;
+    let pid = app.create_project(&owner, "Access").await;
+    add_member(&app, &owner, &pid, &admin_id, "admin").await;
+    add_member(&app, &owner, &pid, &viewer_id, "viewer").await;
+    let tasks = format!("/api/projects/{pid}/tasks");
+
+    for body in [json!({"title": "valid"}), json!({"title": ""}), json!({"title": "x", "assignedTo": admin_id})] {
+        let r = app.post(&tasks, &stranger, body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (404, Some("project_not_found")), "{body}");
+        let r = app.post(&tasks, &viewer, body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (403, Some("permission_denied")), "{body}");
+    }
+    for path in ["/api/projects/cccccccc-0000-4000-8000-00000000dead/tasks", "/api/projects/not-an-id/tasks"] {
+        let r = app.post(path, &owner, json!({"title": "valid"})).await;
+        assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (404, Some("project_not_found")), "{path}");
+    }
+    let r = app.post(&tasks, &admin, json!({"title": ""})).await;
+    assert_eq!((r.status.as_u16(), r.body["field"].as_str()), (400, Some("Task title")));
+
+    let by_admin = app.post(&tasks, &admin, json!({"title": "by the admin", "status": "review"})).await;
+    assert_eq!(by_admin.status, 200, "{}", by_admin.body);
+    assert_eq!(by_admin.body["task"]["createdBy"], admin_id);
+    let by_owner = app.post(&tasks, &owner, json!({"title": "by the owner", "assignedTo": admin_id})).await;
+    assert_eq!(by_owner.status, 200, "{}", by_owner.body);
+    let list = app.get(&tasks, &viewer).await;
+    let titles: Vec<&str> =
+        list.body["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["by the admin", "by the owner"], "nothing else was inserted");
+    let acts = app.get(&format!("/api/projects/{pid}/activities?type=task.created"), &owner).await;
+    assert_eq!(acts.body["total"], 2, "one activity per inserted task");
+    assert_eq!(app.get(&format!("/api/projects/{pid}"), &owner).await.body["project"]["progress"], 0);
+}
+
 #[tokio::test]
 async fn deleting_a_project_removes_its_activity_file_json_only() {
     let mut app = TestApp::spawn().await;

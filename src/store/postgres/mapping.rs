@@ -191,25 +191,27 @@ pub struct TaskRow {
 impl TaskRow {
     /// The task columns of `r`, in `task_cols!` order from column `at` on, read by index: the GET tasks read
     /// (`rows::PROJECT_ACCESS_WITH_TASKS`, task columns from 3) then skips the by-name column lookup that the derived
-    /// `FromRow` does for each of 15 columns of each of the project's tasks.
+    /// `FromRow` does for each of 15 columns of each of the project's tasks. The statement is ours and its column
+    /// types fixed, so the per-value type check (a `PgTypeInfo` clone and comparison each) is skipped as well;
+    /// every decoder still checks the value's length and nullness.
     pub fn from_row_at(r: &sqlx::postgres::PgRow, at: usize) -> Result<TaskRow, sqlx::Error> {
         use sqlx::Row;
         Ok(TaskRow {
-            id: r.try_get(at)?,
-            position: r.try_get(at + 1)?,
-            title: r.try_get(at + 2)?,
-            description: r.try_get(at + 3)?,
-            status: r.try_get(at + 4)?,
-            priority: r.try_get(at + 5)?,
-            assigned_to: r.try_get(at + 6)?,
-            due_date: r.try_get(at + 7)?,
-            created_by: r.try_get(at + 8)?,
-            created_at: r.try_get(at + 9)?,
-            updated_at: r.try_get(at + 10)?,
-            completed_at: r.try_get(at + 11)?,
-            tags: r.try_get(at + 12)?,
-            attachments: r.try_get(at + 13)?,
-            extra: r.try_get::<sqlx::types::Json<Extra>, _>(at + 14)?.0,
+            id: r.try_get_unchecked(at)?,
+            position: r.try_get_unchecked(at + 1)?,
+            title: r.try_get_unchecked(at + 2)?,
+            description: r.try_get_unchecked(at + 3)?,
+            status: r.try_get_unchecked(at + 4)?,
+            priority: r.try_get_unchecked(at + 5)?,
+            assigned_to: r.try_get_unchecked(at + 6)?,
+            due_date: r.try_get_unchecked(at + 7)?,
+            created_by: r.try_get_unchecked(at + 8)?,
+            created_at: r.try_get_unchecked(at + 9)?,
+            updated_at: r.try_get_unchecked(at + 10)?,
+            completed_at: r.try_get_unchecked(at + 11)?,
+            tags: r.try_get_unchecked(at + 12)?,
+            attachments: r.try_get_unchecked(at + 13)?,
+            extra: r.try_get_unchecked::<sqlx::types::Json<Extra>, _>(at + 14)?.0,
         })
     }
 }

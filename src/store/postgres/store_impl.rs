@@ -463,23 +463,8 @@ impl Store for PostgresStore {
     }
 
     async fn insert_task(&self, project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(Task, Activity)> {
-        let task = ops::build_task(input, actor);
-        let activity = ops::task_created_activity(project_id, &task, actor);
-        // Position 0 if the project has no task yet; else after the last one (see `rows::INSERT_TASK_AT_END`).
-        let row = mapping::task_to_row(&task, 0).map_err(map_err)?;
-        let act_row = mapping::activity_to_row(&activity, None).map_err(map_err)?;
+        let (new, row, act_row) = new_task_rows(project_id, input, actor)?;
         let project = storage_id(Entity::Project, project_id);
-        let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
-        let not_found = |e: sqlx::Error| match &e {
-            // The project went away since the caller's access check: the task's foreign key refuses it.
-            sqlx::Error::Database(db)
-                if db.code().as_deref() == Some("23503")
-                    && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
-            {
-                PROJECT_NOT_FOUND
-            }
-            _ => self.err(e),
-        };
         if self.outbox_epoch().is_none() {
             // One statement, its own transaction: no project lock, so inserts into one project share commits. (A
             // switch to dual-postgres turns recording on only while no write is in flight: the write gate.)
@@ -487,17 +472,44 @@ impl Store for PostgresStore {
                 Box::pin(async move { rows::insert_task_at_end(conn, project, &row, &act_row).await })
             })
             .await
-            .map_err(not_found)?;
+            .map_err(|e| self.insert_task_err(e))?;
         } else {
             let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
             self.lock_for_tasks(&mut tx, project).await?;
-            rows::insert_task_at_end(&mut *tx, project, &row, &act_row).await.map_err(not_found)?;
-            self.record_outbox(&mut tx, || task_ops(project_id, &task, &activity)).await?;
+            rows::insert_task_at_end(&mut *tx, project, &row, &act_row).await.map_err(|e| self.insert_task_err(e))?;
+            self.record_outbox(&mut tx, || task_ops(project_id, &new.task, &new.activity)).await?;
             tx.commit().await.map_err(|e| self.err(e))?;
             self.outbox_committed();
         }
-        self.publish(events);
-        Ok((task, activity))
+        self.publish(new.events);
+        Ok((new.task, new.activity))
+    }
+
+    async fn insert_task_as_writer(
+        &self,
+        project_id: &str,
+        input: &NewTask,
+        actor: &Actor,
+        user: &User,
+    ) -> StoreResult<Option<(Task, Activity)>> {
+        if self.outbox_epoch().is_some() {
+            // dual-postgres: the regular path, under the project lock, with its outbox entries.
+            return Ok(None);
+        }
+        let (new, row, act_row) = new_task_rows(project_id, input.clone(), actor)?;
+        let project = storage_id(Entity::Project, project_id);
+        let caller = storage_id(Entity::User, &user.id);
+        let inserted = self
+            .hot_write(move |conn| {
+                Box::pin(async move { rows::insert_task_at_end_as_writer(conn, project, &row, &act_row, caller).await })
+            })
+            .await
+            .map_err(|e| self.insert_task_err(e))?;
+        if !inserted {
+            return Ok(None);
+        }
+        self.publish(new.events);
+        Ok(Some((new.task, new.activity)))
     }
 
     async fn update_task(
@@ -846,6 +858,40 @@ impl Store for PostgresStore {
                 }
                 Err(e) => return Err(self.err(e)),
             }
+        }
+    }
+}
+
+/// A new task, its `task_created` activity and the events to publish after commit: what both task insert paths
+/// build before their statement (which takes the rows, built beside it).
+struct NewTaskRows {
+    task: Task,
+    activity: Activity,
+    events: Vec<DomainEvent>,
+}
+
+fn new_task_rows(project_id: &str, input: NewTask, actor: &Actor) -> StoreResult<(NewTaskRows, TaskRow, ActivityRow)> {
+    let task = ops::build_task(input, actor);
+    let activity = ops::task_created_activity(project_id, &task, actor);
+    // Position 0 if the project has no task yet; else after the last one (see `rows::INSERT_TASK_AT_END`).
+    let row = mapping::task_to_row(&task, 0).map_err(map_err)?;
+    let act_row = mapping::activity_to_row(&activity, None).map_err(map_err)?;
+    let events = DomainEvent::task_written(true, project_id, &task, actor, &activity);
+    Ok((NewTaskRows { task, activity, events }, row, act_row))
+}
+
+impl PostgresStore {
+    /// A task insert's error: a project that went away since the caller's access check shows as the task's foreign
+    /// key refusing it.
+    fn insert_task_err(&self, e: sqlx::Error) -> StoreError {
+        match &e {
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some("23503")
+                    && db.constraint().is_some_and(|c| c.ends_with("_project_id_fkey")) =>
+            {
+                PROJECT_NOT_FOUND
+            }
+            _ => self.err(e),
         }
     }
 }
