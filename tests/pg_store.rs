@@ -584,6 +584,22 @@ async fn concurrent_task_writes_lose_nothing() {
     let ids: Vec<String> = listed.into_iter().map(|(_, id)| id).collect();
     assert_eq!(ids, p.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), "the API lists them in that order");
     assert_eq!(s.list_activities(&p.id, &all_activities()).await.unwrap().total, 40);
+
+    // The GET tasks read sorts its rows itself: the same order, ties on position and on creation time included.
+    let mut conn = db.conn().await;
+    sqlx::query("update tasks set position = position / 4, created_at = date_trunc('minute', created_at) + (position % 2) * interval '1 s'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let expected: Vec<String> = sqlx::query_scalar("select id::text from tasks order by position, created_at, id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let access = s.get_project_access(&p.id, true).await.unwrap().unwrap();
+    assert_eq!(access.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), expected);
+    let aggregate = s.get_project(&p.id).await.unwrap().unwrap();
+    assert_eq!(aggregate.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), expected);
+    assert!(s.get_project_access("bbbbbbbb-0000-4000-8000-0000000000ff", true).await.unwrap().is_none());
 }
 
 /// The stored `progress` (what rollback writes and validate compares) follows the JSON store's rule: a project's

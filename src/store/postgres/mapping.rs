@@ -188,6 +188,13 @@ pub struct TaskRow {
     pub extra: Extra,
 }
 
+/// The order of every task list: position, then creation time, then id (two inserts that overlap may share a
+/// position). The same as the `order by position, created_at, id` of the statements that sort in PostgreSQL
+/// (timestamps compare as instants, UUIDs byte-wise, in both).
+pub fn task_list_order(a: &TaskRow, b: &TaskRow) -> std::cmp::Ordering {
+    (a.position, a.created_at, a.id).cmp(&(b.position, b.created_at, b.id))
+}
+
 impl TaskRow {
     /// The task columns of `r`, in `task_cols!` order from column `at` on, read by index: the GET tasks read
     /// (`rows::PROJECT_ACCESS_WITH_TASKS`, task columns from 3) then skips the by-name column lookup that the derived

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Row, ValueRef};
 use uuid::Uuid;
 
 use super::ids::{storage_id, Entity, Ids};
@@ -375,13 +375,18 @@ impl Store for PostgresStore {
             .hot_read(|conn| {
                 Box::pin(async move {
                     let mut rows = sqlx::query(rows::PROJECT_ACCESS_WITH_TASKS).bind(project).fetch(conn);
-                    // The project's row sorts first (null position); the others are its tasks. No row: no project.
-                    let Some(first) = rows.try_next().await? else { return Ok(None) };
-                    let head: Head = (first.try_get(0)?, first.try_get(1)?, first.try_get(2)?);
-                    let mut tasks = Vec::with_capacity(64);
+                    // The project's row is the one with a project id; the others are its tasks, in no order.
+                    let (mut head, mut tasks): (Option<Head>, _) = (None, Vec::with_capacity(64));
                     while let Some(r) = rows.try_next().await? {
-                        tasks.push(TaskRow::from_row_at(&r, rows::PROJECT_ACCESS_TASK_COLUMNS)?);
+                        if head.is_none() && !r.try_get_raw(0)?.is_null() {
+                            head = Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+                        } else {
+                            tasks.push(TaskRow::from_row_at(&r, rows::PROJECT_ACCESS_TASK_COLUMNS)?);
+                        }
                     }
+                    // No project row: no project (its tasks cannot outlive it).
+                    let Some(head) = head else { return Ok(None) };
+                    tasks.sort_unstable_by(mapping::task_list_order);
                     Ok(Some((head, tasks)))
                 })
             })
