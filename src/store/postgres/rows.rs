@@ -386,27 +386,16 @@ const UPDATE_TASK: &str = "update tasks set title = $3, description = $4, status
 /// maximum includes every committed task. Without it, inserts into one project run concurrently and commit together
 /// (group commit); two that overlap can take the same position, and they are then listed by creation time and id
 /// (the tie-break of every task list), which is how the JSON store orders two writes that arrive together.
+///
+/// `$32` null: the caller's access was checked before; the statement inserts when the project exists. `$32` a
+/// caller's storage id: the access check is in the statement, so a POST task makes one round trip instead of two,
+/// and it inserts only when that caller is certainly a writer — the project's creator, or a member by id (not by a
+/// legacy e-mail reference, whose match is the domain's case-insensitive comparison) whose role is not `viewer`, a
+/// subset of `access::role_from(..).can_write()`. Nothing inserted means no such project or, with a caller, not shown
+/// to be a writer; the caller then takes the regular path (access check, then this with `$32` null).
 const INSERT_TASK_AT_END: &str = concat!(
-    "with mark as (update projects set progress_derived = true where id = $2 and not progress_derived), \
-     ins as ( \
-       insert into tasks (id, project_id, position, title, description, status, priority, assigned_to, due_date, \
-         created_by, created_at, updated_at, completed_at, tags, attachments, extra) \
-       values ($1, $2, coalesce((select max(position) + 1 from tasks where project_id = $2), $3), $4, $5, $6, $7, \
-         $8, $9, $10, $11, $12, $13, $14, $15, $16)) \
-     insert into activities (",
-    activity_cols!(),
-    // A new activity has a new id: no `on conflict` (a speculative insertion costs more than a plain one).
-    ") values ($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)"
-);
-/// [`INSERT_TASK_AT_END`] with the caller's write access checked in the same statement (`$32`: the caller's storage
-/// id), so a POST task makes one round trip instead of two. It inserts only when the caller is certainly a writer:
-/// the project's creator, or a member by id (not by a legacy e-mail reference, whose match is the domain's
-/// case-insensitive comparison) whose role is not `viewer` — a subset of `access::role_from(..).can_write()`.
-/// No row inserted means "not shown to be a writer" (or no such project); the caller then takes the regular path
-/// (access check, then [`INSERT_TASK_AT_END`]), which answers 404, 403 or inserts.
-const INSERT_TASK_AT_END_AS_WRITER: &str = concat!(
     "with acc as ( \
-       select p.id from projects p where p.id = $2 and (p.manager_id = $32 or exists ( \
+       select p.id from projects p where p.id = $2 and ($32::uuid is null or p.manager_id = $32 or exists ( \
          select 1 from project_members m where m.project_id = p.id and m.user_id = $32 \
            and m.member_ref is null and m.role <> 'viewer'))), \
      mark as (update projects set progress_derived = true where id = (select id from acc) and not progress_derived), \
@@ -418,6 +407,7 @@ const INSERT_TASK_AT_END_AS_WRITER: &str = concat!(
        returning id) \
      insert into activities (",
     activity_cols!(),
+    // A new activity has a new id: no `on conflict` (a speculative insertion costs more than a plain one).
     ") select $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31 from ins"
 );
 pub const TASK_BY_ID: &str = concat!("select ", task_cols!(), " from tasks where id = $1 and project_id = $2");
@@ -448,26 +438,16 @@ fn bind_task<'q>(
         .bind(sqlx::types::Json(&r.extra))
 }
 
-/// [`INSERT_TASK_AT_END`] on `conn`: a transaction's connection, or a pool (then the statement is its own
-/// transaction).
+/// [`INSERT_TASK_AT_END`] on `conn` (a transaction's connection, or a connection on which the statement is its own
+/// transaction), `writer` its `$32`: whether the task was inserted.
 pub async fn insert_task_at_end<'c>(
     conn: impl sqlx::PgExecutor<'c>,
     project: Uuid,
     r: &TaskRow,
     a: &ActivityRow,
-) -> Result<(), sqlx::Error> {
-    bind_activity(bind_task(INSERT_TASK_AT_END, project, r), a).execute(conn).await.map(drop)
-}
-
-/// [`INSERT_TASK_AT_END_AS_WRITER`] on `conn` (its own transaction): whether the task was inserted.
-pub async fn insert_task_at_end_as_writer(
-    conn: &mut PgConnection,
-    project: Uuid,
-    r: &TaskRow,
-    a: &ActivityRow,
-    user: Uuid,
+    writer: Option<Uuid>,
 ) -> Result<bool, sqlx::Error> {
-    let done = bind_activity(bind_task(INSERT_TASK_AT_END_AS_WRITER, project, r), a).bind(user).execute(conn).await?;
+    let done = bind_activity(bind_task(INSERT_TASK_AT_END, project, r), a).bind(writer).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 

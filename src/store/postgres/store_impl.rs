@@ -473,15 +473,24 @@ impl Store for PostgresStore {
         if self.outbox_epoch().is_none() {
             // One statement, its own transaction: no project lock, so inserts into one project share commits. (A
             // switch to dual-postgres turns recording on only while no write is in flight: the write gate.)
-            self.hot_write(move |conn| {
-                Box::pin(async move { rows::insert_task_at_end(conn, project, &row, &act_row).await })
-            })
-            .await
-            .map_err(|e| self.insert_task_err(e))?;
+            let inserted = self
+                .hot_write(move |conn| {
+                    Box::pin(async move { rows::insert_task_at_end(conn, project, &row, &act_row, None).await })
+                })
+                .await
+                .map_err(|e| self.insert_task_err(e))?;
+            if !inserted {
+                return Err(PROJECT_NOT_FOUND);
+            }
         } else {
             let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
             self.lock_for_tasks(&mut tx, project).await?;
-            rows::insert_task_at_end(&mut *tx, project, &row, &act_row).await.map_err(|e| self.insert_task_err(e))?;
+            let inserted = rows::insert_task_at_end(&mut *tx, project, &row, &act_row, None)
+                .await
+                .map_err(|e| self.insert_task_err(e))?;
+            if !inserted {
+                return Err(PROJECT_NOT_FOUND);
+            }
             self.record_outbox(&mut tx, || task_ops(project_id, &new.task, &new.activity)).await?;
             tx.commit().await.map_err(|e| self.err(e))?;
             self.outbox_committed();
@@ -506,7 +515,7 @@ impl Store for PostgresStore {
         let caller = storage_id(Entity::User, &user.id);
         let inserted = self
             .hot_write(move |conn| {
-                Box::pin(async move { rows::insert_task_at_end_as_writer(conn, project, &row, &act_row, caller).await })
+                Box::pin(async move { rows::insert_task_at_end(conn, project, &row, &act_row, Some(caller)).await })
             })
             .await
             .map_err(|e| self.insert_task_err(e))?;
@@ -886,8 +895,8 @@ fn new_task_rows(project_id: &str, input: NewTask, actor: &Actor) -> StoreResult
 }
 
 impl PostgresStore {
-    /// A task insert's error: a project that went away since the caller's access check shows as the task's foreign
-    /// key refusing it.
+    /// A task insert's error: a project deleted between the statement's snapshot and its foreign-key check shows as
+    /// the key refusing the task.
     fn insert_task_err(&self, e: sqlx::Error) -> StoreError {
         match &e {
             sqlx::Error::Database(db)
