@@ -317,6 +317,11 @@ pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
     let app = crate::api::middleware::guard_socket_io(crate::api::router(state.clone()).layer(socket_layer), &state);
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
+        // Responses are written whole, so Nagle's algorithm can only hold back the tail of one behind an
+        // unacknowledged earlier segment on the same keep-alive connection; nothing is gained by waiting.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;
