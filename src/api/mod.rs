@@ -48,8 +48,8 @@ pub fn json_response_sized<T: Serialize>(body: &T, capacity: usize) -> Response 
 }
 
 /// The response buffer. serde_json writes every quote, comma and colon as its own one-byte `write_all`, which on a
-/// `Vec<u8>` is a call into libc's `memcpy`: about a third of the instructions spent serialising a task list under
-/// callgrind. A one-byte write here is a `push`.
+/// `Vec<u8>` is a call into libc's `memcpy`; a one-byte write here is a `push`. Under callgrind that took
+/// serialising a list of 50 tasks from ~232,000 to ~207,000 instructions.
 struct JsonBuf(Vec<u8>);
 
 impl std::io::Write for JsonBuf {
