@@ -777,7 +777,7 @@ async fn insert_task_as_writer_inserts_only_for_certain_writers() {
 
     let try_as = |u: &User, project: &str| {
         let (s, u, project) = (&s, u.clone(), project.to_owned());
-        async move { s.insert_task_as_writer(&project, &task_input("t"), &Actor::from_user(&u), &u).await.unwrap() }
+        async move { s.insert_task_as_writer(&project, task_input("t"), &Actor::from_user(&u), &u).await.unwrap() }
     };
     let (by_a, act) = try_as(&a, &p.id).await.expect("the creator");
     assert_eq!((by_a.created_by.as_str(), act.kind.as_str()), (A, "task.created"));

@@ -12,6 +12,7 @@ pub mod milestones;
 pub mod openapi;
 pub mod ops;
 pub mod projects;
+pub mod rawjson;
 pub mod tasks;
 pub mod teams;
 pub mod validate;
@@ -30,21 +31,19 @@ use crate::error::ApiError;
 
 /// Serialises a body that borrows from a store snapshot, which a `Json<T>` return value could not.
 pub fn json_response<T: Serialize>(body: &T) -> Response {
-    json_response_sized(body, 128)
-}
-
-/// [`json_response`] into a buffer of `capacity` bytes: for the large lists (a project's tasks, ~420 bytes per task),
-/// a close estimate makes the body one allocation instead of a chain of doublings, each a realloc and a copy of all
-/// written so far.
-pub fn json_response_sized<T: Serialize>(body: &T, capacity: usize) -> Response {
-    let mut out = JsonBuf(Vec::with_capacity(capacity));
+    let mut out = JsonBuf(Vec::with_capacity(128));
     match serde_json::to_writer(&mut out, body) {
-        Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out.0).into_response(),
+        Ok(()) => json_bytes_response(out.0),
         Err(e) => {
             tracing::error!(error = %e, "response serialisation failed");
             ApiError::internal("Internal server error").into_response()
         }
     }
+}
+
+/// A body already written as JSON (`rawjson`).
+pub fn json_bytes_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// The response buffer. serde_json writes every quote, comma and colon as its own one-byte `write_all`, which on a

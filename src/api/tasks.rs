@@ -12,7 +12,7 @@ use super::dto::{
 use super::extract::JsonObject;
 use super::projects::member_access;
 use super::validate::{self as v, Body};
-use super::{json_response, json_response_sized};
+use super::{json_bytes_response, json_response};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::domain::ops::{NewTask, TaskPatch};
@@ -66,8 +66,7 @@ pub async fn list_tasks(
 ) -> SuccessResult<Response> {
     let (project, _) = member_access(&state.store(), &project_id, &auth.0, "Error fetching tasks", true).await?;
     let body = TasksBody { success: true, tasks: TaskList { project_id: &project.id, tasks: &project.tasks } };
-    // 512 bytes a task covers the usual task (~420 bytes) in one allocation; longer ones grow the buffer as before.
-    Ok(json_response_sized(&body, 64 + 512 * project.tasks.len()))
+    Ok(json_bytes_response(body.to_json()))
 }
 
 #[utoipa::path(get, path = "/api/projects/{id}/tasks/{task_id}", tag = "tasks", security(("bearerAuth" = [])),
@@ -107,9 +106,8 @@ pub async fn create_task(
     // insert, the regular path below answers as it always does (404, then 403, then 400).
     if let Ok(p) = &patch {
         if v::path_id_ok(&project_id) && !matches!(p.assigned_to, Some(Some(_))) {
-            let input = new_task(p);
             let done = store
-                .insert_task_as_writer(&project_id, &input, &auth.actor(), &auth.0)
+                .insert_task_as_writer(&project_id, new_task(p), &auth.actor(), &auth.0)
                 .await
                 .map_err(|e| ApiError::from_store(e, "Error creating task"))?;
             if let Some((task, _activity)) = done {

@@ -137,7 +137,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_task_as_writer(
         &self,
         _project_id: &str,
-        _input: &NewTask,
+        _input: NewTask,
         _actor: &Actor,
         _user: &User,
     ) -> StoreResult<Option<(Task, Activity)>> {

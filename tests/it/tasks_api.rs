@@ -195,3 +195,42 @@ async fn deleting_a_project_removes_its_activity_file_json_only() {
     app.stop().await;
     assert!(!file.exists(), "activity file of a deleted project is removed");
 }
+
+/// The task list is written by hand (`api::rawjson`) and, on PostgreSQL, its timestamps are decoded from their
+/// binary form (`mapping::FastTs`): both must give back exactly what the write answered, at the edges too (before
+/// 1970 and 2000, the first and last representable years, millisecond fractions), and with text that needs escapes.
+#[tokio::test]
+async fn the_task_list_gives_back_edge_dates_and_escaped_text_exactly() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.signup("edges@example.com").await;
+    let pid = app.create_project(&token, "Edges").await;
+    let dates = [
+        "0001-01-01",
+        "1600-02-29",
+        "1969-12-31T23:59:59.999Z",
+        "1970-01-01T00:00:00Z",
+        "1999-12-31T23:59:59.999Z",
+        "2000-01-01T00:00:00.001Z",
+        "2024-02-29T12:30:00.5+05:30",
+        "9999-12-31T23:59:59.999Z",
+    ];
+    let mut written = Vec::new();
+    for (i, due) in dates.iter().enumerate() {
+        let title = format!("t{i} \"quoted\" back\\slash\ttab\u{1} é 𝄞");
+        let r = app
+            .post(
+                &format!("/api/projects/{pid}/tasks"),
+                &token,
+                json!({"title": title, "description": "line one\nline two", "dueDate": due}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{due}: {}", r.body);
+        written.push(r.body["task"].clone());
+    }
+    let list = app.get(&format!("/api/projects/{pid}/tasks"), &token).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.body["tasks"].as_array().unwrap(), &written);
+    assert_eq!(written[0]["dueDate"], "0001-01-01T00:00:00.000Z");
+    assert_eq!(written[6]["dueDate"], "2024-02-29T07:00:00.500Z");
+    assert_eq!(written[7]["dueDate"], "9999-12-31T23:59:59.999Z");
+}

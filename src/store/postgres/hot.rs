@@ -52,6 +52,16 @@ pub(crate) fn split_budget(max_connections: u32) -> (u32, u32) {
     (max_connections - hot, hot)
 }
 
+/// Whether a statement that failed on a reused connection runs again on a new one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Retry {
+    /// Idempotent reads: a stale idle connection (PostgreSQL restarted, a proxy dropped it) costs a retry, not a 503.
+    OnStaleConnection,
+    /// Writes: a broken connection cannot tell whether the statement committed, so the caller gets the error (503)
+    /// as from the pool.
+    Never,
+}
+
 struct Idle {
     conn: PgConnection,
     born: Instant,
@@ -106,17 +116,18 @@ impl HotConns {
     }
 
     /// Runs `statement` on a hot connection: an idle one when there is one, else a new one, within the acquire
-    /// timeout. `statement` must be an idempotent read: it runs a second time, on a new connection, when a reused
-    /// connection turned out to be broken.
+    /// timeout. With [`Retry::OnStaleConnection`] the statement runs a second time, on a new connection, when a
+    /// reused connection turned out to be broken; it must then be an idempotent read.
     pub(crate) async fn run<T>(
         &self,
+        retry: Retry,
         mut statement: impl for<'c> FnMut(&'c mut PgConnection) -> Statement<'c, T>,
     ) -> Result<T, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
         let mut guard = self.acquire(deadline).await?;
         let result = statement(guard.conn()).await;
         match result {
-            Err(e) if guard.reused && broken(&e) => {
+            Err(e) if retry == Retry::OnStaleConnection && guard.reused && broken(&e) => {
                 drop(guard);
                 tracing::debug!(target: "fluxstudio::store", "idle hot connection was broken ({e}); retrying once");
                 let mut guard = self.acquire(deadline).await?;
@@ -129,19 +140,6 @@ impl HotConns {
                 result
             }
         }
-    }
-
-    /// Runs a one-statement write (its own transaction) on a hot connection. Never retried: a broken connection
-    /// cannot tell whether the statement committed, so the caller gets the error (503) as from the pool.
-    pub(crate) async fn run_once<T>(
-        &self,
-        statement: impl for<'c> FnOnce(&'c mut PgConnection) -> Statement<'c, T>,
-    ) -> Result<T, sqlx::Error> {
-        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
-        let mut guard = self.acquire(deadline).await?;
-        let result = statement(guard.conn()).await;
-        guard.finish(&result);
-        result
     }
 
     async fn acquire(&self, deadline: tokio::time::Instant) -> Result<HotConn<'_>, sqlx::Error> {

@@ -422,25 +422,28 @@ impl PostgresStore {
     /// the pool when the budget has no hot set. Reads that may go to the replica use [`read_pool`](Self::read_pool).
     pub(crate) async fn hot_read<T>(
         &self,
-        mut statement: impl for<'c> FnMut(&'c mut PgConnection) -> hot::Statement<'c, T>,
+        statement: impl for<'c> FnMut(&'c mut PgConnection) -> hot::Statement<'c, T>,
     ) -> Result<T, sqlx::Error> {
-        match &self.hot {
-            Some(hot) => hot.run(statement).await,
-            None => {
-                let mut conn = self.pool.acquire().await?;
-                statement(&mut conn).await
-            }
-        }
+        self.on_hot(hot::Retry::OnStaleConnection, statement).await
     }
 
     /// Runs a one-statement write in its own transaction on a hot connection (no release ping), or on the pool when
-    /// the budget has no hot set.
+    /// the budget has no hot set. Never retried (see [`hot::Retry::Never`]).
     pub(crate) async fn hot_write<T>(
         &self,
         statement: impl for<'c> FnOnce(&'c mut PgConnection) -> hot::Statement<'c, T>,
     ) -> Result<T, sqlx::Error> {
+        let mut statement = Some(statement);
+        self.on_hot(hot::Retry::Never, move |conn| (statement.take().expect("run at most once"))(conn)).await
+    }
+
+    async fn on_hot<T>(
+        &self,
+        retry: hot::Retry,
+        mut statement: impl for<'c> FnMut(&'c mut PgConnection) -> hot::Statement<'c, T>,
+    ) -> Result<T, sqlx::Error> {
         match &self.hot {
-            Some(hot) => hot.run_once(statement).await,
+            Some(hot) => hot.run(retry, statement).await,
             None => {
                 let mut conn = self.pool.acquire().await?;
                 statement(&mut conn).await

@@ -502,7 +502,7 @@ impl Store for PostgresStore {
     async fn insert_task_as_writer(
         &self,
         project_id: &str,
-        input: &NewTask,
+        input: NewTask,
         actor: &Actor,
         user: &User,
     ) -> StoreResult<Option<(Task, Activity)>> {
@@ -510,7 +510,7 @@ impl Store for PostgresStore {
             // dual-postgres: the regular path, under the project lock, with its outbox entries.
             return Ok(None);
         }
-        let (new, row, act_row) = new_task_rows(project_id, input.clone(), actor)?;
+        let (new, row, act_row) = new_task_rows(project_id, input, actor)?;
         let project = storage_id(Entity::Project, project_id);
         let caller = storage_id(Entity::User, &user.id);
         let inserted = self
