@@ -72,6 +72,28 @@ load get -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$PROJECT/tasks"
 load post -s bench/post_task.lua -H "Authorization: Bearer $TOKEN" "$BASE/api/projects/$WRITE_PROJECT/tasks"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 
+# PostgreSQL's own ceiling for the server's write: pgbench running the statement a POST task runs (the shape of
+# `rows::INSERT_TASK_AT_END`: access check, task row, activity row, one statement; values inlined) on the bench
+# database, with no server on the machine. The INSERT-only figure below is a one-row, index-free insert.
+USER_ID=$(psql "$DB_URL" -Atc "select id from users limit 1")
+cat >"$WORK/post_statement.sql" <<SQL
+with acc as (select p.id from projects p where p.id = '$WRITE_PROJECT'::uuid and (p.manager_id = '$USER_ID'::uuid
+    or exists (select 1 from project_members m where m.project_id = p.id and m.user_id = '$USER_ID'::uuid
+      and m.member_ref is null and m.role <> 'viewer'))),
+  mark as (update projects set progress_derived = true where id = (select id from acc) and not progress_derived),
+  ins as (insert into tasks (id, project_id, position, title, description, status, priority, assigned_to, due_date,
+      created_by, created_at, updated_at, completed_at, tags, attachments, extra)
+    select gen_random_uuid(), acc.id, coalesce((select max(position) + 1 from tasks where project_id = acc.id), 0),
+      'bench task', '', 'todo', 'medium', null, null, '$USER_ID'::uuid, now(), now(), null, null, null, '{}'::jsonb
+    from acc returning id)
+insert into activities (id, project_id, type, user_id, user_name, user_email, user_avatar, entity_type, entity_id,
+    entity_ref, entity_title, action, metadata, "timestamp", extra)
+  select gen_random_uuid(), '$WRITE_PROJECT'::uuid, 'task.created', '$USER_ID'::uuid, 'Bench', 'bench@example.com',
+    null, 'task', ins.id, null, 'bench task', 'created task', '{}'::jsonb, now(), '{}'::jsonb from ins;
+SQL
+STMT=$(pgbench -n -M prepared -f "$WORK/post_statement.sql" -c16 -j2 -T"${DURATION%s}" "$DB_URL" 2>/dev/null \
+  | awk '/^tps/ {print int($3)}' || true)
+
 # The machine's own limits, measured in the same run.
 psql "$ADMIN_URL" -qc "create database ${DB}_pgbench" >/dev/null
 PGB_URL="$(base_url)/${DB}_pgbench"
@@ -99,7 +121,9 @@ summary "POST task" "$WORK/post.txt"; echo "  $(cat "$WORK/post.cpu")"
 echo "pgbench -S (16 clients)          $SEL tps"
 echo "pgbench INSERT-only (16 clients) $INS tps"
 echo "pgbench INSERT + pg_notify in one transaction (16 clients; the old write shape) $INSN tps"
+echo "pgbench running the server's task-insert statement, no server (16 clients) $STMT tps"
 GET=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/get.txt"); POST=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/post.txt")
-awk -v g="$GET" -v s="$SEL" -v p="$POST" -v i="$INS" -v n="$INSN" 'BEGIN {
+awk -v g="$GET" -v s="$SEL" -v p="$POST" -v i="$INS" -v n="$INSN" -v t="${STMT:-0}" 'BEGIN {
   printf "GET tasks = %.1f%% of pgbench -S (target >= 20%%); POST task = %.1f%% of INSERT-only pgbench (target >= 20%%)\n", 100*g/s, 100*p/i
-  printf "POST task = %.1f%% of INSERT + pg_notify pgbench\n", 100*p/n }'
+  printf "POST task = %.1f%% of INSERT + pg_notify pgbench\n", 100*p/n
+  if (t > 0) printf "POST task = %.1f%% of PostgreSQL alone running its statement\n", 100*p/t }'
